@@ -1,0 +1,1 @@
+"""Benchmarks: speed of queries and mesh extraction against the straightforward implementation."""

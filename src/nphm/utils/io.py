@@ -1,0 +1,56 @@
+"""Atomic file output: every file is written under a temporary name and renamed.
+
+A crash or an interrupt therefore never leaves a half-written output that a later
+"skip finished items" check would mistake for a finished one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Union
+
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
+
+    The temporary name keeps the suffix of ``path`` so that writers which choose the
+    format by extension (trimesh, numpy) keep working.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def save_npy(path: PathLike, array: np.ndarray) -> None:
+    """``np.save`` that never leaves a partial file."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(array))
+
+
+def save_json(path: PathLike, data: Any, indent: int = 2) -> None:
+    """Write ``data`` as JSON atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=indent, sort_keys=False) + "\n")
+
+
+def save_mesh(path: PathLike, mesh: "trimesh.Trimesh") -> None:  # noqa: F821
+    """Export a trimesh mesh atomically; the format follows the suffix of ``path``."""
+    with atomic_path(path) as tmp:
+        mesh.export(str(tmp))

@@ -1,0 +1,228 @@
+"""Marching-cubes extraction against analytic shapes, and sparse against dense evaluation."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+from nphm.mesh import extract_mesh, grid_points, sdf_grid
+
+FIT_MIN = (-0.55, -0.5, -0.95)  # the release's fitting box (non-cubic, off-centre)
+FIT_MAX = (0.55, 0.75, 0.4)
+
+
+def sphere_sdf(centre=(0.0, 0.0, 0.0), radius=0.3):
+    c = torch.tensor(centre, dtype=torch.float32)
+
+    def fn(p: torch.Tensor) -> torch.Tensor:
+        return (p - c.to(p.device)).norm(dim=-1) - radius
+
+    return fn
+
+
+def torus_sdf(big=0.3, small=0.1, centre=(0.0, 0.0, 0.0)):
+    c = torch.tensor(centre, dtype=torch.float32)
+
+    def fn(p: torch.Tensor) -> torch.Tensor:
+        p = p - c.to(p.device)
+        q = torch.stack([torch.sqrt(p[:, 0] ** 2 + p[:, 2] ** 2) - big, p[:, 1]], dim=-1)
+        return q.norm(dim=-1) - small
+
+    return fn
+
+
+def bumpy_sdf(p: torch.Tensor) -> torch.Tensor:
+    """Not a distance: bumpy surface and a value scale that varies in space (|grad| up to ~1.6)."""
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    d = p.norm(dim=-1) - 0.3 - 0.03 * torch.sin(9 * x) * torch.sin(9 * y) * torch.sin(9 * z)
+    return d * (1.0 + 0.3 * torch.sin(4 * x + 1.0) * torch.cos(3 * y) * torch.sin(2 * z + 0.5))
+
+
+def voxel(bmin, bmax, res):
+    return float(np.max((np.asarray(bmax) - np.asarray(bmin)) / (res - 1)))
+
+
+def chamfer(a: np.ndarray, b: np.ndarray) -> float:
+    return 0.5 * (cKDTree(b).query(a)[0].mean() + cKDTree(a).query(b)[0].mean())
+
+
+@pytest.fixture(scope="module")
+def sphere_pair():
+    """Dense and sparse meshes of an off-centre sphere in the fitting box at resolution 128."""
+    fn = sphere_sdf((0.05, 0.1, -0.2), 0.3)
+    dense = extract_mesh(fn, FIT_MIN, FIT_MAX, 128, mode="dense", device="cpu")
+    sparse = extract_mesh(fn, FIT_MIN, FIT_MAX, 128, mode="sparse", device="cpu")
+    return dense, sparse
+
+
+def test_sphere_geometry(sphere_pair):
+    mesh, _ = sphere_pair
+    centre, r = np.array([0.05, 0.1, -0.2]), 0.3
+    h = voxel(FIT_MIN, FIT_MAX, 128)
+    radii = np.linalg.norm(mesh.vertices - centre, axis=1)
+    assert abs(radii.mean() - r) < 0.02 * h
+    assert np.abs(radii - r).max() < 0.02 * h
+    # world frame, not voxel indices: the vertices are centred on the sphere's centre
+    np.testing.assert_allclose(mesh.vertices.mean(axis=0), centre, atol=0.05 * h)
+    assert mesh.area == pytest.approx(4 * math.pi * r**2, rel=0.005)
+    assert mesh.is_watertight
+    assert mesh.volume == pytest.approx(4 / 3 * math.pi * r**3, rel=0.005)  # positive: outward winding
+    outward = np.einsum("ij,ij->i", mesh.face_normals, mesh.triangles_center - centre)
+    assert np.all(outward > 0)
+
+
+def test_sphere_dense_sparse_identical(sphere_pair):
+    dense, sparse = sphere_pair
+    np.testing.assert_array_equal(sparse.vertices, dense.vertices)
+    np.testing.assert_array_equal(sparse.faces, dense.faces)
+    assert dense.metadata["n_evaluated"] == dense.metadata["n_grid"] == 128**3
+    assert sparse.metadata["n_grid"] == 128**3
+    assert sparse.metadata["n_evaluated"] < 0.15 * 128**3
+
+
+def test_torus_area_and_dense_sparse():
+    fn = torus_sdf(0.3, 0.1, centre=(0.0, 0.1, -0.25))
+    res = 112
+    dense = extract_mesh(fn, FIT_MIN, FIT_MAX, res, mode="dense", device="cpu")
+    sparse = extract_mesh(fn, FIT_MIN, FIT_MAX, res, device="cpu")
+    assert dense.area == pytest.approx(4 * math.pi**2 * 0.3 * 0.1, rel=0.005)
+    assert dense.volume == pytest.approx(2 * math.pi**2 * 0.3 * 0.1**2, rel=0.005)
+    assert dense.is_watertight
+    assert dense.euler_number == 0  # genus one
+    np.testing.assert_array_equal(sparse.vertices, dense.vertices)
+    np.testing.assert_array_equal(sparse.faces, dense.faces)
+    assert sparse.metadata["n_evaluated"] < 0.2 * res**3
+
+
+def test_bumpy_non_eikonal_dense_sparse():
+    res = 80
+    dense_grid, _ = sdf_grid(bumpy_sdf, FIT_MIN, FIT_MAX, res, mode="dense", device="cpu")
+    # the SDF really is not eikonal: finite-difference gradient norms well away from 1
+    h = (np.asarray(FIT_MAX) - np.asarray(FIT_MIN)) / (res - 1)
+    gnorm = np.sqrt(sum(g**2 for g in np.gradient(dense_grid.astype(np.float64), *h)))
+    assert 1.3 < gnorm.max() < 2.0 and gnorm.min() < 0.8
+
+    dense = extract_mesh(bumpy_sdf, FIT_MIN, FIT_MAX, res, mode="dense", device="cpu")
+    sparse = extract_mesh(bumpy_sdf, FIT_MIN, FIT_MAX, res, device="cpu")
+    np.testing.assert_array_equal(sparse.vertices, dense.vertices)
+    np.testing.assert_array_equal(sparse.faces, dense.faces)
+    assert chamfer(sparse.vertices, dense.vertices) < 1e-5
+    assert sparse.is_watertight
+
+
+def test_sparse_grid_signs_match_dense():
+    """Unevaluated points of the sparse grid carry the true sign; also for a padded lattice."""
+    fn = sphere_sdf((0.3, 0.35, 0.25), 0.3)  # crosses the max faces of the box
+    bmin, bmax = (-0.4, -0.4, -0.4), (0.5, 0.5, 0.5)
+    res = 101  # res - 1 is not a multiple of the coarse step: exercises padding
+    dense, n_dense = sdf_grid(fn, bmin, bmax, res, mode="dense", device="cpu")
+    sparse, n_sparse = sdf_grid(fn, bmin, bmax, res, mode="sparse", device="cpu")
+    assert n_dense == res**3 and n_sparse < 0.3 * res**3
+    np.testing.assert_array_equal(np.sign(sparse), np.sign(dense))
+    # points next to a sign change are exact
+    crossing = np.zeros_like(dense, dtype=bool)
+    for ax in range(3):
+        sl0 = [slice(None)] * 3
+        sl1 = [slice(None)] * 3
+        sl0[ax], sl1[ax] = slice(0, -1), slice(1, None)
+        flip = np.sign(dense[tuple(sl0)]) != np.sign(dense[tuple(sl1)])
+        crossing[tuple(sl0)] |= flip
+        crossing[tuple(sl1)] |= flip
+    assert crossing.any()
+    np.testing.assert_array_equal(sparse[crossing], dense[crossing])
+
+    dm = extract_mesh(fn, bmin, bmax, res, mode="dense", device="cpu")
+    sm = extract_mesh(fn, bmin, bmax, res, device="cpu")
+    np.testing.assert_array_equal(sm.vertices, dm.vertices)
+    assert np.all(sm.vertices <= np.asarray(bmax) + 1e-6)  # clipped by the box, open mesh
+    assert not dm.is_watertight
+
+
+def test_grid_points_order_matches_grid():
+    fn = sphere_sdf((0.1, 0.0, -0.1), 0.25)
+    bmin, bmax = (-0.5, -0.4, -0.3), (0.4, 0.5, 0.6)
+    pts = grid_points(bmin, bmax, 9)
+    assert pts.shape == (729, 3) and pts.dtype == torch.float32
+    np.testing.assert_allclose(pts[0].numpy(), bmin, atol=1e-7)
+    np.testing.assert_allclose(pts[-1].numpy(), bmax, atol=1e-7)
+    np.testing.assert_allclose(pts[1].numpy(), [-0.5, -0.4, -0.3 + 0.9 / 8], atol=1e-7)  # z fastest
+    grid, _ = sdf_grid(fn, bmin, bmax, 9, mode="dense", device="cpu")
+    np.testing.assert_array_equal(grid.reshape(-1), fn(pts).numpy())
+
+
+def test_level():
+    bmin, bmax = (-0.5, -0.5, -0.5), (0.5, 0.5, 0.5)
+    h = voxel(bmin, bmax, 64)
+    mesh = extract_mesh(sphere_sdf(radius=0.25), bmin, bmax, 64, level=0.05, device="cpu")
+    assert abs(np.linalg.norm(mesh.vertices, axis=1).mean() - 0.3) < 0.02 * h
+
+
+def test_lipschitz_bound_is_used():
+    """A small, steep blob inside one coarse cell (no coarse sign change) is only found
+    when the Lipschitz bound covers the field's slope."""
+    bmin, bmax = (-0.5, -0.5, -0.5), (0.5, 0.5, 0.5)
+    centre = -0.5 + 28 / 63  # centre of the coarse cell spanning fine indices 24..32
+    small = sphere_sdf((centre,) * 3, 0.04)
+    steep = lambda p: 5.0 * small(p)  # noqa: E731  |grad| = 5
+    dense = extract_mesh(steep, bmin, bmax, 64, mode="dense", device="cpu")
+    assert dense.is_watertight
+    sparse = extract_mesh(steep, bmin, bmax, 64, lipschitz=5.0, device="cpu")
+    np.testing.assert_array_equal(sparse.vertices, dense.vertices)
+    with pytest.raises(ValueError, match="all outside"):  # bound too small: blob skipped
+        extract_mesh(steep, bmin, bmax, 64, lipschitz=1.0, device="cpu")
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse"])
+def test_no_surface_raises(mode):
+    with pytest.raises(ValueError, match="all outside"):
+        extract_mesh(lambda p: p.norm(dim=-1) + 0.1, (-1, -1, -1), (1, 1, 1), 32, mode=mode, device="cpu")
+    with pytest.raises(ValueError, match="all inside"):
+        extract_mesh(lambda p: p.norm(dim=-1) - 10.0, (-1, -1, -1), (1, 1, 1), 32, mode=mode, device="cpu")
+    # a sphere entirely outside the box
+    with pytest.raises(ValueError, match="all outside"):
+        extract_mesh(sphere_sdf((3.0, 0.0, 0.0), 0.5), (-1, -1, -1), (1, 1, 1), 32, mode=mode, device="cpu")
+
+
+def test_bad_arguments():
+    fn = sphere_sdf()
+    with pytest.raises(ValueError, match="bounds_max"):
+        extract_mesh(fn, (0, 0, 0), (1, -1, 1), 16, device="cpu")
+    with pytest.raises(ValueError, match="mode"):
+        extract_mesh(fn, (-1, -1, -1), (1, 1, 1), 16, mode="octree", device="cpu")
+    with pytest.raises(ValueError, match="non-finite"):
+        extract_mesh(lambda p: p[:, 0] / 0.0, (-1, -1, -1), (1, 1, 1), 16, device="cpu")
+    with pytest.raises(ValueError, match="values for"):
+        extract_mesh(lambda p: p, (-1, -1, -1), (1, 1, 1), 16, device="cpu")
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse"])
+def test_batches_bounded_and_counted(mode):
+    calls = []
+    base = sphere_sdf((0.0, 0.05, -0.05), 0.3)
+
+    def counting(p: torch.Tensor) -> torch.Tensor:
+        assert p.dtype == torch.float32 and p.ndim == 2 and p.shape[1] == 3
+        assert not torch.is_grad_enabled()
+        calls.append(p.shape[0])
+        return base(p).unsqueeze(-1)  # (N, 1) is accepted too
+
+    mesh = extract_mesh(counting, (-0.5, -0.5, -0.5), (0.5, 0.5, 0.5), 48, mode=mode, batch_points=1000, device="cpu")
+    assert len(calls) > 1 and max(calls) <= 1000 and min(calls) >= 1
+    assert sum(calls) == mesh.metadata["n_evaluated"]
+    assert mesh.metadata["n_grid"] == 48**3
+    if mode == "dense":
+        assert sum(calls) == 48**3
+    else:
+        assert sum(calls) < 48**3
+
+
+def test_coarse_resolution_does_not_change_mesh():
+    fn = sphere_sdf((0.02, -0.03, 0.01), 0.28)
+    bmin, bmax = (-0.4, -0.4, -0.4), (0.4, 0.4, 0.4)
+    ref = extract_mesh(fn, bmin, bmax, 64, mode="dense", device="cpu")
+    for coarse in (3, 9, 17, 64):
+        mesh = extract_mesh(fn, bmin, bmax, 64, coarse_resolution=coarse, device="cpu")
+        np.testing.assert_array_equal(mesh.vertices, ref.vertices)
