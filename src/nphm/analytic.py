@@ -52,7 +52,7 @@ def head_sdf(points: torch.Tensor) -> torch.Tensor:
     return d
 
 
-# Frontal (x, y) positions of the left member of each symmetric pair and of the midline points.
+# Frontal (x, y) positions of the left (+x) member of each symmetric pair and of the midline points.
 _LEFT_XY = (
     (0.08, 0.22), (0.18, 0.2), (0.05, 0.1), (0.12, 0.1), (0.19, 0.1), (0.04, -0.04), (0.13, -0.04), (0.2, 0.0),
     (0.05, -0.16), (0.09, -0.2), (0.16, -0.18), (0.06, -0.28), (0.14, -0.28), (0.22, 0.2), (0.12, 0.3), (0.19, -0.08),
@@ -61,10 +61,11 @@ _MID_Y = (-0.34, -0.24, -0.13, -0.03, 0.08, 0.19, 0.3)
 
 
 def head_anchor_layout() -> torch.Tensor:
-    """39 facial keypoints on :func:`head_sdf` in the release's order: 16 pairs
-    (left = +x, then its mirror image), then 7 midline points (x = 0). Returns (39, 3)."""
+    """39 facial keypoints on :func:`head_sdf` in the release's order: 16 pairs (the
+    subject's right, -x, then its mirror image on the left), then 7 midline points (x = 0).
+    Returns (39, 3)."""
     left = torch.tensor(_LEFT_XY)
-    pairs = torch.stack([left, left * torch.tensor([-1.0, 1.0])], dim=1).reshape(-1, 2)
+    pairs = torch.stack([left * torch.tensor([-1.0, 1.0]), left], dim=1).reshape(-1, 2)
     mid = torch.stack([torch.zeros(len(_MID_Y)), torch.tensor(_MID_Y)], dim=-1)
     xy = torch.cat([pairs, mid])
     # March along -z from the front until the first sign change: the frontal surface point.
