@@ -1,0 +1,41 @@
+"""Fitting NPHM / NPM to point clouds: root finding through the forward deformation, joint
+identity and expression fitting, fitting a dataset's test subjects and your own scans.
+
+Modules:
+
+- :mod:`~nphm.fitting.schedule`: :class:`FittingSettings` (the ``fitting:`` block of the configs),
+  schedules of learning rate, loss weights and SDF clamp;
+- :mod:`~nphm.fitting.broyden`: batched Broyden root finding with an active set;
+- :mod:`~nphm.fitting.implicit`: canonical correspondences of observed points
+  (:func:`find_canonical`) and the implicit gradient (:func:`implicit_canonical`);
+- :mod:`~nphm.fitting.joint`: :func:`fit_joint` (identity + one expression per observation),
+  :func:`fit_identity` (neutral scans);
+- :mod:`~nphm.fitting.pipeline`: fitting the test subjects of a dataset, random samples;
+- :mod:`~nphm.fitting.custom` / :mod:`~nphm.fitting.alignment`: your own scans in any frame;
+- :mod:`~nphm.fitting.io`, :mod:`~nphm.fitting.meshing`, :mod:`~nphm.fitting.figures`: models,
+  outputs, meshes, pictures;
+- :mod:`~nphm.fitting.reference`, :mod:`~nphm.fitting.benchmark`: the straightforward
+  release-style step and the speed comparison; :mod:`~nphm.fitting.recovery`,
+  :mod:`~nphm.fitting.toy`: recovery experiments and toy models for tests.
+"""
+from nphm.fitting.broyden import BroydenResult, broyden
+from nphm.fitting.implicit import ForwardDeformation, RootFindingResult, find_canonical, implicit_canonical
+from nphm.fitting.joint import FitResult, ObservationSet, fit_identity, fit_joint, identity_loss, joint_loss
+from nphm.fitting.schedule import BroydenSettings, FittingSettings
+
+__all__ = [
+    "BroydenResult",
+    "BroydenSettings",
+    "FitResult",
+    "FittingSettings",
+    "ForwardDeformation",
+    "ObservationSet",
+    "RootFindingResult",
+    "broyden",
+    "find_canonical",
+    "fit_identity",
+    "fit_joint",
+    "identity_loss",
+    "implicit_canonical",
+    "joint_loss",
+]

@@ -1,0 +1,296 @@
+"""Similarity alignment of a scan to the nphm frame: Umeyama, trimmed ICP, automatic start.
+
+Transforms use the dataset's convention (:mod:`nphm.data.frames`): a similarity ``(s, R, t)``
+maps input points to the nphm frame by ``x_nphm = s * x_in @ R^T + t`` (row vectors; ``R`` a
+rotation), i.e. ``x_in = (1/s) * (x_nphm - t) @ R`` = :func:`nphm.data.frames.nphm_to_raw`.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from nphm.data.frames import nphm_to_raw, raw_to_nphm
+
+#: Scale from one input unit to nphm units (nphm = FLAME metres * 4; one unit = 250 mm).
+UNIT_TO_NPHM = {"nphm": 1.0, "m": 4.0, "cm": 0.04, "mm": 0.004}
+
+
+@dataclass
+class Similarity:
+    """``x_nphm = scale * x_in @ rotation.T + translation``."""
+
+    scale: float
+    rotation: np.ndarray
+    translation: np.ndarray
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """Input frame -> nphm frame, points (N, 3)."""
+        return raw_to_nphm(points, self.scale, self.rotation, self.translation)
+
+    def invert(self, points: np.ndarray) -> np.ndarray:
+        """nphm frame -> input frame, points (N, 3)."""
+        return nphm_to_raw(points, self.scale, self.rotation, self.translation)
+
+    def matrix(self) -> np.ndarray:
+        """(4, 4) homogeneous matrix (column vectors) of the input -> nphm map."""
+        m = np.eye(4)
+        m[:3, :3] = self.scale * self.rotation
+        m[:3, 3] = self.translation
+        return m
+
+    def to_dict(self) -> dict:
+        return {
+            "convention": "x_nphm = scale * x_in @ rotation.T + translation (row vectors); "
+                          "matrix_input_to_nphm acts on column vectors [x, 1]",
+            "scale": float(self.scale),
+            "rotation": np.asarray(self.rotation).tolist(),
+            "translation": np.asarray(self.translation).tolist(),
+            "matrix_input_to_nphm": self.matrix().tolist(),
+        }
+
+    @classmethod
+    def identity(cls) -> "Similarity":
+        return cls(1.0, np.eye(3), np.zeros(3))
+
+
+def check_points(points: np.ndarray, what: str, min_points: int = 3) -> np.ndarray:
+    """Validate an (N, 3) point array: finite, enough points, not all on a line.
+
+    Returns the points as float64. Raises ValueError naming ``what`` and the problem.
+    """
+    p = np.asarray(points)
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise ValueError(f"{what}: expected an (N, 3) array of points, got shape {p.shape}")
+    if p.shape[0] == 0:
+        raise ValueError(f"{what}: contains no points")
+    p = p.astype(np.float64)
+    bad = ~np.isfinite(p).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{what}: {int(bad.sum())} of {len(p)} points have NaN or infinite coordinates")
+    if p.shape[0] < min_points:
+        raise ValueError(f"{what}: needs at least {min_points} points, got {p.shape[0]}")
+    sv = np.linalg.svd(p - p.mean(0), compute_uv=False)
+    if sv[0] <= 1e-12 * max(1.0, np.abs(p).max()):
+        raise ValueError(f"{what}: all points coincide")
+    if sv[1] <= 1e-9 * sv[0]:
+        raise ValueError(f"{what}: points are collinear (degenerate)")
+    return p
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True,
+            weights: Optional[np.ndarray] = None) -> Similarity:
+    """Least-squares similarity with ``dst ~ s * src @ R.T + t`` (Umeyama 1991).
+
+    Args:
+        src, dst: (N, 3) corresponding points (N >= 3, not collinear).
+        with_scale: estimate the scale (else s = 1).
+        weights: optional (N,) non-negative weights.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3 or src.shape[0] < 3:
+        raise ValueError(f"umeyama needs two (N>=3, 3) arrays of equal shape, got {src.shape} and {dst.shape}")
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    mu_s = w @ src
+    mu_d = w @ dst
+    xs = src - mu_s
+    xd = dst - mu_d
+    cov = (xd * w[:, None]).T @ xs  # (3, 3) = sum w d s^T
+    U, S, Vt = np.linalg.svd(cov)
+    D = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        D[2, 2] = -1.0
+    R = U @ D @ Vt
+    var_s = float(w @ (xs ** 2).sum(1))
+    if with_scale:
+        if var_s <= 0:
+            raise ValueError("umeyama: source points have no spread")
+        s = float(np.trace(np.diag(S) @ D) / var_s)
+    else:
+        s = 1.0
+    t = mu_d - s * R @ mu_s
+    return Similarity(s, R, t)
+
+
+def rotation_angle_deg(R1: np.ndarray, R2: np.ndarray) -> float:
+    """Angle (degrees) of the rotation ``R1 R2^T`` (atan2 form: accurate for tiny angles too)."""
+    Rr = np.asarray(R1) @ np.asarray(R2).T
+    sin = 0.5 * np.linalg.norm([Rr[2, 1] - Rr[1, 2], Rr[0, 2] - Rr[2, 0], Rr[1, 0] - Rr[0, 1]])
+    cos = 0.5 * (np.trace(Rr) - 1.0)
+    return float(np.degrees(np.arctan2(sin, cos)))
+
+
+@dataclass
+class IcpResult:
+    transform: Similarity
+    rms: float  # RMS distance (nphm units) of the kept (trimmed) point pairs
+    score: float  # mean of min(distance, score_cap) over all points: used to compare starts
+    iterations: int
+
+
+def _rotation_from_vector(w: np.ndarray) -> np.ndarray:
+    """Rodrigues: the rotation by angle |w| about w / |w|."""
+    angle = float(np.linalg.norm(w))
+    if angle < 1e-15:
+        return np.eye(3)
+    k = w / angle
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+
+
+class Target:
+    """A reference surface for ICP: points (M, 3) with unit normals (M, 3), nphm frame."""
+
+    def __init__(self, points: np.ndarray, normals: np.ndarray) -> None:
+        self.points = np.asarray(points, dtype=np.float64)
+        n = np.asarray(normals, dtype=np.float64)
+        self.normals = n / np.linalg.norm(n, axis=1, keepdims=True).clip(1e-12)
+        if self.points.shape != self.normals.shape or self.points.ndim != 2 or self.points.shape[1] != 3:
+            raise ValueError(f"target points and normals must be (M, 3), got {points.shape} and {normals.shape}")
+        self.tree = cKDTree(self.points)
+
+
+def icp(
+    src: np.ndarray,
+    target: Target,
+    init: Similarity,
+    iterations: int = 30,
+    trim: float = 0.9,
+    with_scale: bool = False,
+    tol: float = 1e-8,
+    score_cap: float = 0.05,
+    scale_range: float = 1.3,
+) -> IcpResult:
+    """Trimmed point-to-plane ICP of ``src`` (N, 3, input frame) onto ``target``.
+
+    Each iteration matches every transformed source point to its nearest target point, keeps the
+    ``trim`` fraction with the smallest distances (robust to parts of the scan the target lacks,
+    e.g. shoulders) and takes a Gauss-Newton step of the point-to-plane error for a small
+    rotation and translation (and scale when ``with_scale``, kept within a factor
+    ``scale_range`` of the scale of ``init``: a partial scan could otherwise shrink onto a patch
+    of the target; without ``with_scale`` the scale of ``init`` is kept).
+    """
+    s_lo, s_hi = init.scale / scale_range, init.scale * scale_range
+    T = init
+    rms = np.inf
+    it = 0
+    for it in range(1, iterations + 1):
+        p = T.apply(src)
+        _, j = target.tree.query(p)
+        q, n = target.points[j], target.normals[j]
+        r = ((p - q) * n).sum(1)
+        cut = np.quantile(np.abs(r), trim) if trim < 1.0 else np.inf
+        keep = np.abs(r) <= cut
+        rms = float(np.sqrt(np.mean(r[keep] ** 2)))
+        c = p[keep].mean(0)
+        pc = p[keep] - c
+        cols = [np.cross(pc, n[keep]), n[keep]]
+        if with_scale:
+            cols.append((pc * n[keep]).sum(1, keepdims=True))
+        A = np.concatenate(cols, axis=1)
+        # normal equations of the small (6 or 7 unknowns) least-squares problem, lightly damped
+        AtA = A.T @ A
+        AtA[np.diag_indices_from(AtA)] += 1e-12 * max(float(np.trace(AtA)), 1e-30)
+        x = np.linalg.solve(AtA, -(A.T @ r[keep]))
+        dR = _rotation_from_vector(x[:3])
+        sigma = float(np.clip(T.scale * (1.0 + x[6]), s_lo, s_hi) / T.scale - 1.0) if with_scale else 0.0
+        # p' = (1 + sigma) dR (p - c) + c + tau
+        T = Similarity(
+            T.scale * (1.0 + sigma),
+            dR @ T.rotation,
+            (1.0 + sigma) * dR @ (T.translation - c) + c + x[3:6],
+        )
+        if np.linalg.norm(x[:6]) < tol:
+            break
+    d, _ = target.tree.query(T.apply(src))
+    return IcpResult(T, rms, float(np.minimum(d, score_cap).mean()), it)
+
+
+def _principal_axes(points: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Centroid (3,) and principal axes (3, 3) as columns, by decreasing variance."""
+    c = points.mean(0)
+    _, _, Vt = np.linalg.svd(points - c, full_matrices=False)
+    return c, Vt.T
+
+
+def candidate_rotations(src: np.ndarray, ref: np.ndarray) -> List[np.ndarray]:
+    """The 24 rotations that map the principal axes of ``src`` onto those of ``ref`` up to
+    permutation and sign (PCA cannot tell the axes' order for similar spreads nor their signs)."""
+    _, Vs = _principal_axes(src)
+    _, Vr = _principal_axes(ref)
+    out = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            P = np.zeros((3, 3))
+            P[list(range(3)), list(perm)] = signs
+            R = Vr @ P @ Vs.T
+            if np.linalg.det(R) > 0:
+                out.append(R)
+    return out
+
+
+def guess_unit(points: np.ndarray, reference: np.ndarray) -> str:
+    """The unit of :data:`UNIT_TO_NPHM` under which ``points`` have the size closest to
+    ``reference`` (nphm frame), by the RMS distance to the centroid."""
+    size = np.sqrt(((points - points.mean(0)) ** 2).sum(1).mean())
+    ref = np.sqrt(((reference - reference.mean(0)) ** 2).sum(1).mean())
+    return min(UNIT_TO_NPHM, key=lambda u: abs(np.log(size * UNIT_TO_NPHM[u] / ref)))
+
+
+def auto_align(
+    points: np.ndarray,
+    target: Target,
+    scale: Optional[float] = None,
+    keep_scale: bool = False,
+    n_points: int = 1500,
+    n_refine: int = 3,
+    trim: float = 0.9,
+    seed: int = 0,
+) -> IcpResult:
+    """Similarity from a scan (input frame) to a reference head (nphm frame) without landmarks.
+
+    Starts: centroids matched, scale ``scale`` (input unit -> nphm; the unit guessed from the
+    sizes when None), rotation one of the 24 principal-axis candidates. A short ICP from every
+    start on a subsample; the best starts by :attr:`IcpResult.score` (mean distance of all
+    points, capped; trimming would hide features such as the nose that tell front from back) are
+    refined on more points; the best score wins.
+
+    The ICP may change the scale by up to 30 % so that a head larger or smaller than the mean
+    head still finds its pose; unless ``keep_scale``, the result then gets back the unit's exact
+    scale (the identity latent, not the alignment, should explain the head's size), with the
+    translation that keeps the scan's centroid where the ICP put it.
+
+    Args:
+        points: (N, 3) scan in the input frame; target: the mean head's surface (nphm frame).
+    """
+    rng = np.random.default_rng(seed)
+
+    def subsample(n: int) -> np.ndarray:
+        return points if len(points) <= n else points[rng.choice(len(points), n, replace=False)]
+
+    src = subsample(n_points)
+    if scale is None:
+        scale = UNIT_TO_NPHM[guess_unit(points, target.points)]
+    c_src = src.mean(0)
+    c_ref = target.points.mean(0)
+    starts = []
+    for R in candidate_rotations(src * scale, target.points):
+        init = Similarity(scale, R, c_ref - scale * R @ c_src)
+        starts.append(icp(src, target, init, iterations=10, trim=trim, with_scale=True))
+    starts.sort(key=lambda r: r.score)
+    dense = subsample(4 * n_points)
+    refined = [icp(dense, target, r.transform, iterations=40, trim=trim, with_scale=True)
+               for r in starts[:n_refine]]
+    best = min(refined, key=lambda r: r.score)
+    if keep_scale:
+        return best
+    T = best.transform
+    c = points.mean(0)
+    fixed = Similarity(scale, T.rotation, T.apply(c[None])[0] - scale * T.rotation @ c)
+    d, _ = target.tree.query(fixed.apply(dense))
+    return IcpResult(fixed, best.rms, float(np.minimum(d, 0.05).mean()), best.iterations)

@@ -1,0 +1,344 @@
+"""Fitting your own scans: reading them, bringing them into the nphm frame, fitting, writing.
+
+Input: one file per expression of the same person (``.ply``/``.obj`` meshes or point clouds,
+``.xyz`` text, ``.npy`` arrays), in any frame and unit. Alignment to the nphm frame (a
+similarity per scan, or one shared by all scans):
+
+* with landmarks (an (L, 3) file per scan, or one for all): Umeyama to the model's reference
+  landmarks: L = 39 -> the identity model's anchors at ``z = 0`` (release order), L = 68 -> the
+  dataset's mean 68 landmarks, any L -> a reference file given explicitly;
+* without: the scan's unit (``mm``/``cm``/``m``/``nphm``, or guessed from its size) gives the
+  scale, a multi-start point-to-plane ICP to the model's mean head the rotation and translation
+  (:func:`nphm.fitting.alignment.auto_align`). Reliable for complete or frontal head scans
+  whose size is within about 10 % of the mean head; use landmarks otherwise.
+
+After alignment, points outside the fitting box are dropped (shoulders, background). Outputs,
+for every scan ``{name}`` (file stem)::
+
+    {name}_nphm.ply            fitted mesh in the nphm frame
+    {name}_input_frame.ply     the same mesh mapped back into the input's frame and unit
+    {name}_aligned_points.ply  the input points in the nphm frame (what was fitted)
+    {name}_transform.json      the similarity input -> nphm (scale, rotation, translation, 4x4)
+    canonical_nphm.ply, lat_shape.npy, lat_expr.npy, overview.png
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import trimesh
+from torch import nn
+
+from nphm.fitting.alignment import UNIT_TO_NPHM, Similarity, Target, auto_align, check_points, guess_unit, umeyama
+from nphm.fitting.figures import fit_figure
+from nphm.fitting.joint import FitResult, fit_identity, fit_joint
+from nphm.fitting.meshing import mesh_fit
+from nphm.fitting.schedule import FittingSettings
+from nphm.reconstruction import mesh_identity
+from nphm.utils.io import save_json, save_mesh, save_npy
+
+PathLike = Union[str, os.PathLike]
+POINT_SUFFIXES = (".ply", ".obj", ".xyz", ".txt", ".npy", ".off", ".stl")
+#: Surface samples drawn from a mesh input.
+MESH_SAMPLES = 50_000
+
+
+def load_point_file(path: PathLike, n_surface_samples: int = MESH_SAMPLES, seed: int = 0) -> np.ndarray:
+    """Points (N, 3) float64 of a scan file.
+
+    Meshes contribute their vertices plus ``n_surface_samples`` area-uniform surface samples (so
+    that coarse meshes still give dense points); point clouds their points; ``.xyz``/``.txt``
+    the first three columns of every row; ``.npy`` an (N, >=3) array (first three columns).
+
+    Raises:
+        FileNotFoundError, ValueError: missing, unreadable, empty, non-finite or degenerate input.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"scan file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in POINT_SUFFIXES:
+        raise ValueError(f"{path}: unsupported file type {suffix!r} (use one of {', '.join(POINT_SUFFIXES)})")
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+            if arr.ndim != 2 or arr.shape[1] < 3:
+                raise ValueError(f"expected an (N, 3) array, got shape {arr.shape}")
+            points = arr[:, :3]
+        elif suffix in (".xyz", ".txt"):
+            arr = np.loadtxt(path, ndmin=2, comments="#")
+            if arr.size == 0:
+                points = np.zeros((0, 3))
+            elif arr.shape[1] < 3:
+                raise ValueError(f"expected at least 3 columns per row, got {arr.shape[1]}")
+            else:
+                points = arr[:, :3]
+        else:
+            geom = trimesh.load(str(path), process=False)
+            if isinstance(geom, trimesh.Scene):
+                geom = geom.dump(concatenate=True) if len(geom.geometry) else trimesh.PointCloud(np.zeros((0, 3)))
+            points = np.asarray(geom.vertices)
+            faces = getattr(geom, "faces", None)
+            if faces is not None and len(faces) and len(points) and n_surface_samples > 0:
+                if not np.isfinite(points).all():
+                    raise ValueError("contains NaN or infinite vertex coordinates")
+                samples, _ = trimesh.sample.sample_surface(geom, n_surface_samples, seed=seed)
+                points = np.concatenate([points, samples])
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: cannot read points ({e})") from e
+    except Exception as e:  # parsers raise many exception types for corrupt files
+        raise ValueError(f"{path}: cannot read points ({type(e).__name__}: {e})") from e
+    return check_points(points, str(path), min_points=10)
+
+
+def load_landmark_file(path: PathLike) -> np.ndarray:
+    """Landmarks (L, 3) from ``.npy`` or a text file (one ``x y z`` per row)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"landmark file not found: {path}")
+    try:
+        arr = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else np.loadtxt(path, ndmin=2)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot read landmarks ({type(e).__name__}: {e})") from e
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.ndim == 1 and arr.size % 3 == 0:
+        arr = arr.reshape(-1, 3)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"{path}: expected (L, 3) landmarks, got shape {arr.shape}")
+    return check_points(arr, f"{path} (landmarks)", min_points=3)
+
+
+def reference_landmarks(identity: nn.Module, n: int, dataset_mean_68: Optional[np.ndarray] = None) -> np.ndarray:
+    """Reference positions (n, 3) in the nphm frame for ``n`` landmarks.
+
+    39 -> the identity model's anchors at ``z = 0``; 68 -> ``dataset_mean_68``.
+    """
+    if n == getattr(identity, "n_loc", -1):
+        dev = next(identity.parameters()).device
+        with torch.no_grad():
+            return identity.anchors(torch.zeros(1, identity.lat_dim, device=dev))[0].double().cpu().numpy()
+    if n == 68 and dataset_mean_68 is not None:
+        return np.asarray(dataset_mean_68, dtype=np.float64).reshape(68, 3)
+    hint = " (or an NPHM identity model's 39 anchors)" if hasattr(identity, "n_loc") else ""
+    raise ValueError(
+        f"no reference for {n} landmarks: give 68 landmarks in the dataset's order with the dataset available"
+        f"{hint}, or a reference file of {n} points in the nphm frame"
+    )
+
+
+def dataset_mean_landmarks(manager, max_subjects: Optional[int] = None) -> np.ndarray:
+    """(68, 3) mean landmarks of the training subjects' neutral registrations (nphm frame)."""
+    subjects = manager.subjects("train")[:max_subjects]
+    found = []
+    for s in subjects:
+        try:
+            found.append(manager.landmarks(s, manager.neutral_expression(s)))
+        except Exception:  # a subject without registration simply does not count
+            continue
+    if not found:
+        raise ValueError(f"no training registration with landmarks found in {manager.data_dir}")
+    return np.mean(found, axis=0)
+
+
+def mean_head_target(identity: nn.Module, resolution: int = 96, n: int = 30_000, seed: int = 0,
+                     bounds=None) -> Target:
+    """Surface samples (n, 3) with normals of the model's mean head (``z = 0``), nphm frame."""
+    from nphm.reconstruction import FITTING_BOUNDS
+
+    dev = next(identity.parameters()).device
+    mesh = mesh_identity(identity, torch.zeros(identity.lat_dim, device=dev), resolution=resolution,
+                         bounds=bounds or FITTING_BOUNDS, device=dev)
+    pts, face = trimesh.sample.sample_surface(mesh, n, seed=seed)
+    return Target(pts, mesh.face_normals[face])
+
+
+def crop_to_box(points: np.ndarray, bmin: Sequence[float], bmax: Sequence[float]) -> np.ndarray:
+    """bool (N,) points inside the box."""
+    return np.all((points >= np.asarray(bmin)) & (points <= np.asarray(bmax)), axis=1)
+
+
+@dataclass
+class AlignedScan:
+    name: str
+    source: Path
+    points_input: np.ndarray  # (N, 3) input frame
+    transform: Similarity
+    points_nphm: np.ndarray  # (M, 3) aligned and cropped
+    method: str
+    icp_rms: Optional[float] = None
+    unit: Optional[str] = None
+
+
+def align_scans(
+    identity: nn.Module,
+    point_files: Sequence[PathLike],
+    landmark_files: Sequence[PathLike] = (),
+    units: str = "auto",
+    reference_file: Optional[PathLike] = None,
+    dataset_mean_68: Optional[np.ndarray] = None,
+    shared_transform: bool = False,
+    crop_box=None,
+    mean_head: Optional[Target] = None,
+    seed: int = 0,
+) -> List[AlignedScan]:
+    """Read the scans and estimate their similarity to the nphm frame (see the module docstring).
+
+    Args:
+        landmark_files: none, one (shared by all scans: they must share one frame), or one per scan.
+        units: "auto" or a key of :data:`UNIT_TO_NPHM` (only used without landmarks).
+        reference_file: (L, 3) reference landmarks in the nphm frame (overrides the defaults).
+        shared_transform: estimate the similarity on the first scan and use it for all.
+        crop_box: ``(min (3,), max (3,))`` nphm box to keep (None: keep everything).
+        mean_head: surface of the mean head (:func:`mean_head_target`; computed when needed).
+    """
+    if units != "auto" and units not in UNIT_TO_NPHM:
+        raise ValueError(f"unknown unit {units!r}; use auto or one of {sorted(UNIT_TO_NPHM)}")
+    if not point_files:
+        raise ValueError("no scan files given")
+    if len(landmark_files) not in (0, 1, len(point_files)):
+        raise ValueError(f"give no landmark file, one for all scans, or one per scan ({len(point_files)}), "
+                         f"got {len(landmark_files)}")
+    scans = [(Path(f), load_point_file(f, seed=seed)) for f in point_files]
+    names = [p.stem for p, _ in scans]
+    if len(set(names)) != len(names):
+        raise ValueError(f"scan files must have distinct names, got {names}")
+    ref = np.asarray(np.load(reference_file), dtype=np.float64) if reference_file is not None else None
+    if ref is not None:
+        ref = check_points(ref.reshape(-1, 3), f"{reference_file} (reference landmarks)")
+
+    transforms: List[Similarity] = []
+    methods: List[str] = []
+    rms: List[Optional[float]] = []
+    unit_used: List[Optional[str]] = []
+    for i, (path, pts) in enumerate(scans):
+        if shared_transform and i > 0:
+            transforms.append(transforms[0])
+            methods.append(methods[0] + " (shared)")
+            rms.append(rms[0])
+            unit_used.append(unit_used[0])
+            continue
+        if landmark_files:
+            lm_path = landmark_files[0] if len(landmark_files) == 1 else landmark_files[i]
+            lm = load_landmark_file(lm_path)
+            target = ref if ref is not None else reference_landmarks(identity, len(lm), dataset_mean_68)
+            if len(target) != len(lm):
+                raise ValueError(f"{lm_path}: {len(lm)} landmarks but the reference has {len(target)}")
+            transforms.append(umeyama(lm, target, with_scale=True))
+            methods.append(f"landmarks ({len(lm)}, Umeyama)")
+            rms.append(float(np.sqrt(((transforms[-1].apply(lm) - target) ** 2).sum(1).mean())))
+            unit_used.append(None)
+        else:
+            if mean_head is None:
+                mean_head = mean_head_target(identity, seed=seed)
+            unit = guess_unit(pts, mean_head.points) if units == "auto" else units
+            result = auto_align(pts, mean_head, scale=UNIT_TO_NPHM[unit], seed=seed)
+            transforms.append(result.transform)
+            methods.append(f"automatic (unit {unit}{' guessed' if units == 'auto' else ''}, multi-start ICP)")
+            rms.append(result.score)
+            unit_used.append(unit)
+    out = []
+    for (path, pts), T, method, r, unit in zip(scans, transforms, methods, rms, unit_used):
+        aligned = T.apply(pts)
+        if crop_box is not None:
+            aligned = aligned[crop_to_box(aligned, *crop_box)]
+        if len(aligned) < 10:
+            raise ValueError(f"{path}: only {len(aligned)} points lie in the model's box after alignment "
+                             f"({method}); check the landmarks / units")
+        out.append(AlignedScan(path.stem, path, pts, T, aligned, method, r, unit))
+    return out
+
+
+@dataclass
+class CustomFitOutputs:
+    """Paths of everything :func:`write_custom_fit` wrote, per scan name."""
+
+    out_dir: Path
+    meshes_nphm: Dict[str, Path] = field(default_factory=dict)
+    meshes_input: Dict[str, Path] = field(default_factory=dict)
+    transforms: Dict[str, Path] = field(default_factory=dict)
+
+
+def write_custom_fit(
+    out_dir: PathLike,
+    scans: Sequence[AlignedScan],
+    identity: nn.Module,
+    deformation: Optional[nn.Module],
+    fit: FitResult,
+    settings: FittingSettings,
+    resolution: int = 256,
+    figure: bool = True,
+) -> CustomFitOutputs:
+    """Mesh the fit and write meshes (nphm and input frame), transforms, latents and a picture."""
+    out_dir = Path(out_dir)
+    z_ex = fit.z_ex if deformation is not None else None
+    bounds = (settings.grid_min, settings.grid_max)
+    canonical, posed = mesh_fit(identity, deformation, fit.z_id, z_ex, resolution, bounds)
+    if deformation is None:
+        posed = [canonical.copy() for _ in scans]
+    outputs = CustomFitOutputs(out_dir)
+    save_mesh(out_dir / "canonical_nphm.ply", canonical)
+    save_npy(out_dir / "lat_shape.npy", fit.z_id.cpu().numpy().reshape(1, 1, -1))
+    if z_ex is not None:
+        save_npy(out_dir / "lat_expr.npy", z_ex.cpu().numpy()[:, None, :])
+    for scan, mesh in zip(scans, posed):
+        back = trimesh.Trimesh(scan.transform.invert(np.asarray(mesh.vertices)), np.asarray(mesh.faces), process=False)
+        outputs.meshes_nphm[scan.name] = out_dir / f"{scan.name}_nphm.ply"
+        outputs.meshes_input[scan.name] = out_dir / f"{scan.name}_input_frame.ply"
+        outputs.transforms[scan.name] = out_dir / f"{scan.name}_transform.json"
+        save_mesh(outputs.meshes_nphm[scan.name], mesh)
+        save_mesh(outputs.meshes_input[scan.name], back)
+        save_mesh(out_dir / f"{scan.name}_aligned_points.ply", trimesh.PointCloud(scan.points_nphm))
+        info = {"source": str(scan.source), "alignment": scan.method, **scan.transform.to_dict()}
+        if scan.icp_rms is not None:
+            info["alignment_error_nphm"] = scan.icp_rms
+        if scan.unit is not None:
+            info["unit"] = scan.unit
+        save_json(outputs.transforms[scan.name], info)
+    if figure:
+        fit_figure(out_dir / "overview.png", posed, [s.points_nphm for s in scans], [s.name for s in scans])
+    return outputs
+
+
+def run_custom_fit(
+    identity: nn.Module,
+    deformation: Optional[nn.Module],
+    point_files: Sequence[PathLike],
+    out_dir: PathLike,
+    settings: FittingSettings = FittingSettings(),
+    landmark_files: Sequence[PathLike] = (),
+    units: str = "auto",
+    reference_file: Optional[PathLike] = None,
+    dataset_mean_68: Optional[np.ndarray] = None,
+    shared_transform: bool = False,
+    crop: bool = True,
+    resolution: int = 256,
+    seed: int = 0,
+    progress: bool = True,
+    figure: bool = True,
+) -> CustomFitOutputs:
+    """Align, fit (jointly when a deformation model is given, else identity only) and write.
+
+    See :func:`align_scans` for the alignment arguments and :func:`write_custom_fit` for the outputs.
+    """
+    box = (settings.grid_min, settings.grid_max) if crop else None
+    scans = align_scans(identity, point_files, landmark_files, units, reference_file, dataset_mean_68,
+                        shared_transform, box, seed=seed)
+    observations = [s.points_nphm for s in scans]
+    generator = torch.Generator().manual_seed(seed)
+    if deformation is None:
+        fit = fit_identity(identity, observations, settings, generator, progress)
+    else:
+        fit = fit_joint(identity, deformation, observations, settings, generator, progress)
+    outputs = write_custom_fit(out_dir, scans, identity, deformation, fit, settings, resolution, figure)
+    save_json(Path(out_dir) / "fitting.json", {
+        "scans": [str(s.source) for s in scans],
+        "alignment": [s.method for s in scans],
+        "steps": settings.n_iterations,
+        "seconds_fit": round(fit.seconds, 2),
+        "final": fit.history[-1] if fit.history else {},
+    })
+    return outputs

@@ -1,0 +1,232 @@
+"""Inverting the forward deformation: canonical correspondences of observed points.
+
+The expression model maps canonical points forward, ``x_p = x_c + D(x_c; z_id, z_ex)``. To
+compare an observation of a posed face with the canonical SDF, every observed point ``x_obs``
+needs its canonical ``x_c`` with ``x_c + D(x_c) = x_obs``: found by Broyden's method
+(:func:`find_canonical`, no autograd), then made differentiable w.r.t. the latents by the
+implicit function theorem (:func:`implicit_canonical`):
+
+    dx_c/dz = -J^{-1} dD/dz,   J = I + dD/dx at x_c,
+
+realised with autograd as ``x_c' = x_c - J^{-1} (x_p - stopgrad(x_p))`` (value ``x_c``,
+gradient the implicit one).
+
+Points are handled as one flat list ``(n, 3)`` with a group id per point (the observation whose
+latents condition the deformation); groups are packed into fixed-length rows so that one batched
+call evaluates all of them, whatever their sizes. Jacobians of ``x + D(x)`` come from three
+backward passes through one primal pass (w.r.t. the points only; on a CPU this is cheaper than
+forward mode, whose tangents also need the activation derivatives), and that primal output keeps
+its autograd graph to the latents.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from nphm.fitting.broyden import broyden
+from nphm.fitting.schedule import BroydenSettings
+
+
+def batched_inverse(J: torch.Tensor) -> torch.Tensor:
+    """Inverse of every 3x3 matrix in ``J`` (..., 3, 3); singular ones give the identity."""
+    inv, info = torch.linalg.inv_ex(J)
+    bad = (info != 0) | ~torch.isfinite(inv).flatten(-2).all(-1)
+    if bad.any():
+        eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device).expand_as(inv)
+        inv = torch.where(bad[..., None, None], eye, inv)
+    return inv
+
+
+class Packing:
+    """Packs a flat list of points, sorted by group, into rows of one group each.
+
+    Args:
+        group: (n,) int64 group id of every point, ascending.
+        n_groups: number of groups G.
+        row_len: points per row; default the mean size of the non-empty groups, so that at
+            most one partly filled row per group is wasted.
+
+    Attributes:
+        row_group: (R,) group of every row; ``row``, ``col``: (n,) position of every point.
+    """
+
+    def __init__(self, group: torch.Tensor, n_groups: int, row_len: Optional[int] = None) -> None:
+        n = group.numel()
+        counts = torch.bincount(group, minlength=n_groups)
+        if row_len is None:
+            row_len = max(1, math.ceil(n / max(1, int((counts > 0).sum()))))
+        self.row_len = int(row_len)
+        rows_per_group = torch.div(counts + self.row_len - 1, self.row_len, rounding_mode="floor")
+        first_row = torch.cumsum(rows_per_group, 0) - rows_per_group
+        first = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(n, device=group.device) - first[group]
+        self.row = first_row[group] + torch.div(rank, self.row_len, rounding_mode="floor")
+        self.col = rank % self.row_len
+        self.row_group = torch.repeat_interleave(torch.arange(n_groups, device=group.device), rows_per_group)
+
+    def pack(self, values: torch.Tensor) -> torch.Tensor:
+        """(n, ...) -> (R, row_len, ...), zero padded."""
+        out = values.new_zeros(self.row_group.numel(), self.row_len, *values.shape[1:])
+        return out.index_put((self.row, self.col), values)
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        """(R, row_len, ...) -> (n, ...)."""
+        return packed[self.row, self.col]
+
+
+class ForwardDeformation:
+    """``x -> x + D(x)`` for G groups of points (observations), each with its own latents.
+
+    Args:
+        deformation: NPHM or NPM deformation model (eval mode for fitting, as the release).
+        z_id: (G, D_id) identity latent per group.
+        z_ex: (G, D_ex) expression latent per group.
+        anchors: (G, K, 3) anchors of the identity (NPHM ``compress`` mode) or None.
+    """
+
+    def __init__(
+        self,
+        deformation: nn.Module,
+        z_id: torch.Tensor,
+        z_ex: torch.Tensor,
+        anchors: Optional[torch.Tensor] = None,
+    ) -> None:
+        if z_id.dim() != 2 or z_ex.dim() != 2 or z_id.shape[0] != z_ex.shape[0]:
+            raise ValueError(
+                f"z_id (G, D_id) and z_ex (G, D_ex) expected, got {tuple(z_id.shape)}, {tuple(z_ex.shape)}"
+            )
+        self.deformation = deformation
+        self.z_id = z_id
+        self.z_ex = z_ex
+        self.anchors = anchors
+
+    @property
+    def n_groups(self) -> int:
+        return self.z_id.shape[0]
+
+    def batched(self, points: torch.Tensor, groups: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Posed points (b, N, 3) of canonical ``points`` (b, N, 3); row ``i`` uses the latents of
+        group ``groups[i]`` (all G groups in order when None)."""
+        if groups is None:
+            z_id, z_ex, anchors = self.z_id, self.z_ex, self.anchors
+        else:
+            z_id, z_ex = self.z_id[groups], self.z_ex[groups]
+            anchors = None if self.anchors is None else self.anchors[groups]
+        return points + self.deformation(points, z_id, z_ex, anchors)
+
+    def posed(self, points: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        """Posed positions (n, 3) of canonical ``points`` (n, 3) with ascending ``group`` (n,)."""
+        packing = Packing(group, self.n_groups)
+        return packing.unpack(self.batched(packing.pack(points), packing.row_group))
+
+    def posed_and_jacobian(self, points: torch.Tensor, group: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Posed positions and Jacobians of ``x + D(x)``.
+
+        Args:
+            points: (n, 3) canonical points; group: (n,) ascending group ids.
+        Returns:
+            ``(posed (n, 3), J (n, 3, 3))`` with ``J[k, i, j] = d posed_i / d x_j`` at point k
+            (detached). ``posed`` carries the autograd graph to the latents when they require grad.
+        """
+        packing = Packing(group, self.n_groups)
+        x = packing.pack(points.detach()).requires_grad_(True)
+        with torch.enable_grad():
+            posed = self.batched(x, packing.row_group)
+            ones = torch.ones_like(posed[..., 0])
+            rows = [torch.autograd.grad(posed[..., i], x, ones, retain_graph=True)[0] for i in range(3)]
+        return packing.unpack(posed), packing.unpack(torch.stack(rows, dim=-2))
+
+    def detached(self) -> "ForwardDeformation":
+        """The same deformation with latents cut from the autograd graph (for root finding)."""
+        anchors = None if self.anchors is None else self.anchors.detach()
+        return ForwardDeformation(self.deformation, self.z_id.detach(), self.z_ex.detach(), anchors)
+
+
+def batch_groups(batch: int, n: int, device=None) -> torch.Tensor:
+    """Group ids (batch * n,) of a (batch, n, 3) array flattened to (batch * n, 3)."""
+    return torch.arange(batch, device=device).repeat_interleave(n)
+
+
+@dataclass
+class RootFindingResult:
+    """Canonical correspondences of observed points (flat, in the order of the input).
+
+    Attributes:
+        canonical: (n, 3) best Broyden iterate (no autograd graph).
+        converged: (n,) bool, residual below the convergence threshold.
+        residual: (n,) ``||x_c + D(x_c) - x_obs||``.
+        iterations: Broyden iterations run.
+        evaluations: point evaluations of the deformation in the Broyden loop (start included).
+    """
+
+    canonical: torch.Tensor
+    converged: torch.Tensor
+    residual: torch.Tensor
+    iterations: int
+    evaluations: int
+
+    @property
+    def converged_fraction(self) -> float:
+        return float(self.converged.float().mean()) if self.converged.numel() else 0.0
+
+
+def find_canonical(
+    forward: ForwardDeformation,
+    observed: torch.Tensor,
+    group: torch.Tensor,
+    settings: BroydenSettings = BroydenSettings(),
+) -> RootFindingResult:
+    """Solve ``x_c + D(x_c) = x_obs`` for every observed point (no autograd).
+
+    Starts at ``x_c = x_obs`` with the inverse of the true Jacobian there (the release's
+    protocol), see :func:`nphm.fitting.broyden.broyden`.
+
+    Args:
+        forward: the deformation with the latents of every group.
+        observed: (n, 3) observed points in the nphm frame.
+        group: (n,) ascending group (observation) id of every point.
+    """
+    if observed.dim() != 2 or observed.shape[-1] != 3 or group.shape != observed.shape[:1]:
+        raise ValueError(f"observed must be (n, 3) with group (n,), got {tuple(observed.shape)}, {tuple(group.shape)}")
+    if observed.shape[0] == 0:
+        empty = observed.new_zeros(0)
+        return RootFindingResult(observed.clone(), empty.bool(), empty, 0, 0)
+    forward = forward.detached()
+    with torch.no_grad():
+        posed0, J0 = forward.posed_and_jacobian(observed, group)
+        posed0 = posed0.detach()
+
+        def residual(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            return forward.posed(x, group[index]) - observed[index]
+
+        result = broyden(residual, observed, batched_inverse(J0), settings, g0=posed0 - observed)
+    return RootFindingResult(
+        canonical=result.x,
+        converged=result.converged,
+        residual=result.residual,
+        iterations=result.iterations,
+        evaluations=result.evaluations + observed.shape[0],
+    )
+
+
+def implicit_canonical(forward: ForwardDeformation, canonical: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Canonical points whose gradient w.r.t. the latents is the implicit one.
+
+    Args:
+        canonical: (n, 3) roots from :func:`find_canonical` (treated as constants).
+        group: (n,) ascending group ids.
+    Returns:
+        (n, 3) equal in value to ``canonical``; backpropagating through it gives
+        ``dx_c/dz = -J^{-1} dD/dz`` with ``J = I + dD/dx`` at ``x_c`` (detached).
+    """
+    x_c = canonical.detach()
+    if x_c.shape[0] == 0:
+        return x_c
+    posed, J = forward.posed_and_jacobian(x_c, group)
+    J_inv = batched_inverse(J.detach())
+    correction = posed - posed.detach()
+    return x_c - (J_inv @ correction[..., None])[..., 0]

@@ -1,0 +1,401 @@
+"""Fitting NPHM / NPM latents to point clouds of one person.
+
+Joint fitting (:func:`fit_joint`): one identity latent for the person and one expression latent
+per observation (a point cloud of one expression), all starting at zero, optimised with Adam.
+Every step (release protocol, see :mod:`nphm.fitting.schedule` for the knobs):
+
+1. anchors from the identity latent;
+2. draw ``observations_per_step`` observations and ``points_per_observation`` points of each,
+   both with replacement;
+3. canonical correspondences of the drawn points by Broyden root finding
+   (:func:`nphm.fitting.implicit.find_canonical`);
+4. the implicit-gradient correction (:func:`nphm.fitting.implicit.implicit_canonical`);
+5. loss = surface term on the converged points within the SDF clamp + latent regularisers
+   (:mod:`nphm.fitting.losses`), weighted by the scheduled lambdas.
+
+Identity-only fitting (:func:`fit_identity`, neutral scans): the SDF is evaluated at the observed
+points directly, same losses without ``reg_expr``.
+
+Work is done once per *distinct* drawn point (draws with replacement repeat points; the loss
+counts them with their multiplicity, so it is the release's loss); the SDF is evaluated once, on
+the converged points, and the implicit correction only for the points within the clamp (the
+others get no gradient in the release either), see :func:`joint_loss`. Model parameters are
+frozen and the deformation network runs in eval mode (the release calls ``decoder_expr.eval()``;
+NPHM's identity network has no train/eval difference here).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from nphm.fitting.implicit import ForwardDeformation, RootFindingResult, find_canonical, implicit_canonical
+from nphm.fitting.losses import expression_regulariser, identity_regularisers, surface_loss, weighted_total
+from nphm.fitting.schedule import BroydenSettings, FittingSettings
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+class ObservationSet:
+    """The observed point clouds of one person, concatenated.
+
+    Args:
+        observations: E arrays (N_i, 3) in the nphm frame (one per expression; the first may
+            include the back view).
+    Attributes:
+        points: (T, 3); offsets, counts: (E,); owner: (T,) observation of every point.
+    """
+
+    def __init__(self, observations: Sequence[ArrayLike], device=None, dtype=torch.float32) -> None:
+        if len(observations) == 0:
+            raise ValueError("no observations to fit")
+        tensors = []
+        for i, obs in enumerate(observations):
+            t = torch.as_tensor(np.asarray(obs) if not isinstance(obs, torch.Tensor) else obs)
+            if t.dim() != 2 or t.shape[1] != 3:
+                raise ValueError(f"observation {i}: expected (N, 3) points, got shape {tuple(t.shape)}")
+            if t.shape[0] == 0:
+                raise ValueError(f"observation {i}: no points")
+            if not torch.isfinite(t).all():
+                raise ValueError(f"observation {i}: contains NaN or infinite coordinates")
+            tensors.append(t.to(device=device, dtype=dtype))
+        self.points = torch.cat(tensors)
+        self.counts = torch.tensor([t.shape[0] for t in tensors], device=self.points.device)
+        self.offsets = torch.cumsum(self.counts, 0) - self.counts
+        self.owner = torch.repeat_interleave(torch.arange(len(tensors), device=self.points.device), self.counts)
+
+    def __len__(self) -> int:
+        return int(self.counts.numel())
+
+    def draw(
+        self, n_obs: int, n_points: int, generator: Optional[torch.Generator] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Draw observations and points, both with replacement (the release's sampling).
+
+        Returns:
+            ``(obs_idx (n_obs,), point_idx (n_obs, n_points))``; ``point_idx`` indexes
+            :attr:`points`.
+        """
+        dev = self.points.device
+        obs_idx = torch.randint(0, len(self), (n_obs,), generator=generator).to(dev)
+        u = torch.rand(n_obs, n_points, generator=generator, dtype=torch.float64).to(dev)
+        local = (u * self.counts[obs_idx, None]).long().clamp_max(self.counts[obs_idx, None] - 1)
+        return obs_idx, self.offsets[obs_idx, None] + local
+
+
+@contextlib.contextmanager
+def frozen(*models: Optional[nn.Module], eval_mode: Sequence[bool] = ()) -> Iterator[None]:
+    """Parameters do not require grad inside the block; ``eval_mode[i]`` puts model i in eval
+    mode. Both are restored afterwards."""
+    saved = []
+    for i, m in enumerate(models):
+        if m is None:
+            continue
+        flags = [p.requires_grad for p in m.parameters()]
+        saved.append((m, flags, m.training))
+        for p in m.parameters():
+            p.requires_grad_(False)
+        if i < len(eval_mode) and eval_mode[i]:
+            m.eval()
+    try:
+        yield
+    finally:
+        for m, flags, training in saved:
+            for p, f in zip(m.parameters(), flags):
+                p.requires_grad_(f)
+            m.train(training)
+
+
+@dataclass
+class StepStats:
+    """Diagnostics of one loss evaluation."""
+
+    n_drawn: int = 0
+    n_distinct: int = 0
+    converged_fraction: float = 1.0
+    in_clamp_fraction: float = 0.0
+    broyden_iterations: int = 0
+    #: deformation evaluations per distinct point in the Broyden loop (the start included)
+    broyden_evaluations: float = 0.0
+
+
+def _sdf(identity: nn.Module, points: torch.Tensor, z_id: torch.Tensor, anchors, mode: Optional[str]) -> torch.Tensor:
+    """SDF (n,) of canonical points (n, 3) for one identity latent (D,)."""
+    if points.shape[0] == 0:
+        return points.new_zeros(0) + z_id.sum() * 0.0
+    return identity(points[None], z_id[None], mode=mode, anchors=anchors)[0][0, :, 0]
+
+
+def _distinct(point_idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Sorted distinct point indices and the multiplicity of each."""
+    uniq, counts = torch.unique(point_idx.reshape(-1), sorted=True, return_counts=True)
+    return uniq, counts
+
+
+@dataclass
+class StepLoss:
+    """Loss of one fitting step.
+
+    ``total`` is differentiable w.r.t. the latents; for joint fitting the dependence of the
+    canonical points on the latents is added by :meth:`backward` in a second pass (see
+    :func:`joint_loss`), so call :meth:`backward` rather than ``total.backward()``.
+    """
+
+    total: torch.Tensor
+    terms: Dict[str, torch.Tensor]
+    stats: StepStats
+    latents: List[torch.Tensor]
+    _points: Optional[torch.Tensor] = None
+    _finish: Optional[Callable[[torch.Tensor], None]] = None
+
+    def backward(self) -> None:
+        """Accumulate the gradient of :attr:`total` into ``.grad`` of the latents."""
+        inputs = list(self.latents) + ([self._points] if self._points is not None else [])
+        # the second pass reuses the anchors' graph (shared by the SDF and the deformation)
+        self.total.backward(inputs=inputs, retain_graph=self._finish is not None)
+        if self._finish is not None and self._points.grad is not None:
+            self._finish(self._points.grad)
+
+
+def joint_loss(
+    identity: nn.Module,
+    deformation: nn.Module,
+    z_id: torch.Tensor,
+    z_ex: torch.Tensor,
+    observations: ObservationSet,
+    obs_idx: torch.Tensor,
+    point_idx: torch.Tensor,
+    clamp: float,
+    lambdas: Dict[str, float],
+    broyden_settings: BroydenSettings = BroydenSettings(),
+    unobserved: Sequence[int] = (30, 31, 39),
+    query_mode: Optional[str] = None,
+) -> StepLoss:
+    """Loss of one joint fitting step for given draws.
+
+    The SDF is evaluated once, at the canonical correspondences ``x_c`` of the converged points
+    taken as leaves. :meth:`StepLoss.backward` first backpropagates the loss to the latents and
+    to those leaves, then sends the leaves' gradient ``g`` through the implicit correction of the
+    points that enter the loss (within the clamp): ``d/dz (g . x_c'(z))`` with
+    ``x_c' = x_c - J^{-1} (x_p - stopgrad(x_p))`` (:func:`implicit_canonical`). By the chain rule
+    this is exactly the gradient of the release's loss ``|SDF(x_c'(z), z)|``, while the
+    deformation's Jacobian and graph are only built for the points that have a gradient.
+
+    Args:
+        z_id: (D_id,) identity latent; z_ex: (E, D_ex) expression latents (both requiring grad).
+        obs_idx: (O,) drawn observations; point_idx: (O, P) drawn points (indices into
+            ``observations.points``).
+        clamp: SDF threshold of the surface loss; lambdas: loss weights.
+    """
+    anchors = identity.anchors(z_id[None])  # (1, K, 3) or None
+    uniq, mult = _distinct(point_idx)
+    obs_of_point = observations.owner[uniq]  # ascending, since points are stored per observation
+    groups, group = torch.unique(obs_of_point, sorted=True, return_inverse=True)
+    G = groups.numel()
+    forward = ForwardDeformation(
+        deformation,
+        z_id[None].expand(G, -1),
+        z_ex[groups],
+        None if anchors is None else anchors.expand(G, -1, -1),
+    )
+    roots: RootFindingResult = find_canonical(forward, observations.points[uniq], group, broyden_settings)
+    conv = torch.nonzero(roots.converged, as_tuple=True)[0]
+    weight = mult[conv]
+    x_c = roots.canonical[conv].detach().requires_grad_(True)
+    sdf = _sdf(identity, x_c, z_id, anchors, query_mode)
+    terms = {"surface": surface_loss(sdf, weight, clamp), "reg_expr": expression_regulariser(z_ex[obs_idx])}
+    terms.update(identity_regularisers(identity, z_id, unobserved))
+    in_clamp = sdf.detach().abs() < clamp
+    conv_group = group[conv]
+
+    def finish(grad_points: torch.Tensor) -> None:
+        sel = torch.nonzero(in_clamp, as_tuple=True)[0]
+        if sel.numel() == 0:
+            return
+        moved = implicit_canonical(forward, x_c[sel].detach(), conv_group[sel])
+        (grad_points[sel] * moved).sum().backward(inputs=[z_id, z_ex])
+
+    n_drawn = point_idx.numel()
+    stats = StepStats(
+        n_drawn=n_drawn,
+        n_distinct=int(uniq.numel()),
+        converged_fraction=float(weight.sum()) / n_drawn,
+        in_clamp_fraction=float(weight[in_clamp].sum()) / n_drawn,
+        broyden_iterations=roots.iterations,
+        broyden_evaluations=roots.evaluations / max(1, int(uniq.numel())),
+    )
+    return StepLoss(weighted_total(terms, lambdas), terms, stats, [z_id, z_ex], x_c, finish)
+
+
+def identity_loss(
+    identity: nn.Module,
+    z_id: torch.Tensor,
+    observations: ObservationSet,
+    point_idx: torch.Tensor,
+    clamp: float,
+    lambdas: Dict[str, float],
+    unobserved: Sequence[int] = (30, 31, 39),
+    query_mode: Optional[str] = None,
+) -> StepLoss:
+    """Loss of one identity-only step: the SDF at the observed points themselves."""
+    anchors = identity.anchors(z_id[None])
+    uniq, mult = _distinct(point_idx)
+    sdf = _sdf(identity, observations.points[uniq], z_id, anchors, query_mode)
+    terms = {"surface": surface_loss(sdf, mult, clamp)}
+    terms.update(identity_regularisers(identity, z_id, unobserved))
+    n = point_idx.numel()
+    in_clamp = float(mult[sdf.detach().abs() < clamp].sum()) / n
+    stats = StepStats(n_drawn=n, n_distinct=int(uniq.numel()), converged_fraction=1.0, in_clamp_fraction=in_clamp)
+    return StepLoss(weighted_total(terms, lambdas), terms, stats, [z_id])
+
+
+@dataclass
+class FitResult:
+    """Fitted latents of one person.
+
+    Attributes:
+        z_id: (D_id,) identity latent.
+        z_ex: (E, D_ex) expression latents in the order of the observations (None for
+            identity-only fitting).
+        anchors: (K, 3) anchors of ``z_id`` (None for NPM).
+        history: one dict per step: ``loss``, every term, ``converged`` and ``in_clamp`` (fractions of
+            the drawn points), ``lr``, ``broyden_iterations`` (most any point needed) and
+            ``broyden_evaluations`` (per point, on average).
+        seconds: wall time of the optimisation.
+    """
+
+    z_id: torch.Tensor
+    z_ex: Optional[torch.Tensor]
+    anchors: Optional[torch.Tensor]
+    history: List[Dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _postfix(terms: Dict[str, torch.Tensor], stats: StepStats, joint: bool) -> Dict[str, str]:
+    short = {"surface": "surf", "reg_expr": "ex", "reg_global": "glob", "reg_loc": "loc",
+             "reg_unobserved": "unobs", "symm_dist": "symm"}
+    out = {short.get(k, k): f"{float(v.detach()):.2e}" for k, v in terms.items()}
+    if joint:
+        out["conv"] = f"{stats.converged_fraction:.3f}"
+    return out
+
+
+def _optimise(
+    loss_fn: Callable[[int, FittingSettings], StepLoss],
+    params: List[torch.Tensor],
+    settings: FittingSettings,
+    progress: bool,
+    desc: str,
+    joint: bool,
+) -> Tuple[List[Dict[str, float]], float]:
+    opt = torch.optim.Adam(params, lr=settings.lr)
+    history: List[Dict[str, float]] = []
+    start = time.perf_counter()
+    bar = tqdm(range(settings.n_iterations), desc=desc, disable=not progress, dynamic_ncols=True)
+    for it in bar:
+        step = settings.schedule_step(it)
+        lr = settings.lr_at(step)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(step, settings)
+        loss.backward()
+        opt.step()
+        record = {"loss": float(loss.total.detach()), **{k: float(v.detach()) for k, v in loss.terms.items()},
+                  "converged": loss.stats.converged_fraction, "in_clamp": loss.stats.in_clamp_fraction, "lr": lr,
+                  "broyden_iterations": loss.stats.broyden_iterations,
+                  "broyden_evaluations": loss.stats.broyden_evaluations}
+        history.append(record)
+        if progress:
+            bar.set_postfix(_postfix(loss.terms, loss.stats, joint), refresh=False)
+    return history, time.perf_counter() - start
+
+
+def _check_finite(result_tensors: Sequence[Optional[torch.Tensor]]) -> None:
+    for t in result_tensors:
+        if t is not None and not torch.isfinite(t).all():
+            raise FloatingPointError("fitting produced non-finite latents (diverged)")
+
+
+def fit_joint(
+    identity: nn.Module,
+    deformation: nn.Module,
+    observations: Sequence[ArrayLike],
+    settings: FittingSettings = FittingSettings(),
+    generator: Optional[torch.Generator] = None,
+    progress: bool = True,
+    query_mode: Optional[str] = None,
+    desc: str = "fitting",
+) -> FitResult:
+    """Fit one identity latent and one expression latent per observation.
+
+    Args:
+        identity, deformation: trained models on the device the fitting runs on.
+        observations: E point clouds (N_i, 3) in the nphm frame, one per expression.
+        settings: release defaults unless configured otherwise.
+        generator: CPU random generator of the draws (seed it for reproducible fits).
+        query_mode: NPHM ensemble query mode (default: the model's, "sparse").
+    """
+    device = next(identity.parameters()).device
+    obs = ObservationSet(observations, device=device)
+    z_id = torch.zeros(identity.lat_dim, device=device, requires_grad=True)
+    z_ex = torch.zeros(len(obs), deformation.lat_dim_expr, device=device, requires_grad=True)
+    lambdas_cache: Dict[int, Dict[str, float]] = {}
+
+    def loss_fn(step: int, s: FittingSettings):
+        lambdas = lambdas_cache.setdefault(step, s.lambdas_at(step))
+        obs_idx, point_idx = obs.draw(s.observations_per_step, s.points_per_observation, generator)
+        return joint_loss(identity, deformation, z_id, z_ex, obs, obs_idx, point_idx, s.clamp_at(step), lambdas,
+                          s.broyden, s.unobserved_local_latents, query_mode)
+
+    with frozen(identity, deformation, eval_mode=(False, True)):
+        history, seconds = _optimise(loss_fn, [z_id, z_ex], settings, progress, desc, joint=True)
+        with torch.no_grad():
+            anchors = identity.anchors(z_id[None])
+    _check_finite([z_id, z_ex])
+    return FitResult(
+        z_id=z_id.detach(),
+        z_ex=z_ex.detach(),
+        anchors=None if anchors is None else anchors[0].detach(),
+        history=history,
+        seconds=seconds,
+    )
+
+
+def fit_identity(
+    identity: nn.Module,
+    observations: Sequence[ArrayLike],
+    settings: FittingSettings = FittingSettings(),
+    generator: Optional[torch.Generator] = None,
+    progress: bool = True,
+    query_mode: Optional[str] = None,
+    desc: str = "fitting identity",
+) -> FitResult:
+    """Fit only an identity latent to point clouds of neutral scans (no deformation)."""
+    device = next(identity.parameters()).device
+    obs = ObservationSet(observations, device=device)
+    z_id = torch.zeros(identity.lat_dim, device=device, requires_grad=True)
+
+    def loss_fn(step: int, s: FittingSettings):
+        _, point_idx = obs.draw(s.observations_per_step, s.points_per_observation, generator)
+        return identity_loss(identity, z_id, obs, point_idx, s.clamp_at(step), s.lambdas_at(step),
+                             s.unobserved_local_latents, query_mode)
+
+    with frozen(identity):
+        history, seconds = _optimise(loss_fn, [z_id], settings, progress, desc, joint=False)
+        with torch.no_grad():
+            anchors = identity.anchors(z_id[None])
+    _check_finite([z_id])
+    return FitResult(
+        z_id=z_id.detach(),
+        z_ex=None,
+        anchors=None if anchors is None else anchors[0].detach(),
+        history=history,
+        seconds=seconds,
+    )

@@ -1,0 +1,78 @@
+"""Loss terms of the point-cloud fitting (the release's definitions).
+
+* ``surface``: mean ``|SDF|`` of the canonical correspondences of the drawn points that
+  converged and lie within the SDF clamp (duplicates counted with their multiplicity);
+* ``reg_expr``: mean over the drawn observations of ``||z_ex||^2``;
+* NPHM identities: ``reg_global`` ``||z_glob||^2``, ``reg_loc`` ``||z_loc||^2`` (all local codes),
+  ``reg_unobserved`` sum of ``||z_k||^2`` over the unobserved local codes (release: 30, 31, 39),
+  ``symm_dist`` mean over symmetric pairs of ``||z_left - z_right||``;
+* NPM identities: ``reg_global`` ``||z_id||^2``; the local terms are 0.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Sequence
+
+import torch
+from torch import nn
+
+
+def is_local_identity(identity: nn.Module) -> bool:
+    """NPHM-style identity (global + local latent parts) rather than one global latent."""
+    return hasattr(identity, "lat_dim_glob") and hasattr(identity, "lat_dim_loc")
+
+
+def identity_regularisers(
+    identity: nn.Module, z_id: torch.Tensor, unobserved: Sequence[int]
+) -> Dict[str, torch.Tensor]:
+    """Regularisers of one identity latent ``z_id`` (D,)."""
+    zero = z_id.sum() * 0.0
+    if not is_local_identity(identity):
+        return {"reg_global": z_id.square().sum(), "reg_loc": zero, "reg_unobserved": zero, "symm_dist": zero}
+    G, L = identity.lat_dim_glob, identity.lat_dim_loc
+    z_loc = z_id[G:].reshape(-1, L)
+    bad = [k for k in unobserved if not 0 <= int(k) < z_loc.shape[0]]
+    if bad:
+        raise ValueError(f"unobserved local latent indices {bad} outside [0, {z_loc.shape[0]})")
+    n_pairs = int(getattr(identity, "n_symm_pairs", 0))
+    pairs = z_loc[: 2 * n_pairs]
+    symm = torch.linalg.vector_norm(pairs[0::2] - pairs[1::2], dim=-1).mean() if n_pairs else zero
+    unobs = z_loc[list(int(k) for k in unobserved)].square().sum() if len(unobserved) else zero
+    return {
+        "reg_global": z_id[:G].square().sum(),
+        "reg_loc": z_id[G:].square().sum(),
+        "reg_unobserved": unobs,
+        "symm_dist": symm,
+    }
+
+
+def expression_regulariser(z_ex_drawn: torch.Tensor) -> torch.Tensor:
+    """``reg_expr``: mean of ``||z_ex||^2`` over the drawn observations' latents (O, D_ex)."""
+    return z_ex_drawn.square().sum(-1).mean()
+
+
+def surface_loss(sdf: torch.Tensor, weight: torch.Tensor, clamp: float) -> torch.Tensor:
+    """Weighted mean of ``|sdf|`` over the entries with ``|sdf| < clamp``.
+
+    Args:
+        sdf: (n,) SDF values of distinct points; weight: (n,) multiplicity of each point.
+    Returns:
+        Scalar; 0 (still attached to the graph) when nothing passes the clamp.
+    """
+    a = sdf.abs()
+    w = weight.to(a.dtype) * (a < clamp).to(a.dtype)
+    total = w.sum()
+    if float(total) == 0.0:
+        return (a * 0.0).sum()
+    return (a * w).sum() / total
+
+
+def weighted_total(terms: Mapping[str, torch.Tensor], lambdas: Mapping[str, float]) -> torch.Tensor:
+    """``sum_k lambdas[k] * terms[k]`` over the terms present in ``terms``."""
+    total = None
+    for name, value in terms.items():
+        if name in lambdas:
+            part = value * float(lambdas[name])
+            total = part if total is None else total + part
+    if total is None:
+        raise ValueError("no loss term has a weight")
+    return total

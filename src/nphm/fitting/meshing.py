@@ -1,0 +1,60 @@
+"""Meshes of a fit: the canonical zero level set, pushed forward by every expression latent."""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import trimesh
+from torch import nn
+
+from nphm.query import DEFAULT_CHUNK, deform_points
+from nphm.reconstruction import mesh_identity
+
+
+def pose_mesh(
+    canonical: trimesh.Trimesh,
+    deformation: nn.Module,
+    z_id: torch.Tensor,
+    z_ex: torch.Tensor,
+    anchors: Optional[torch.Tensor],
+    chunk: int = DEFAULT_CHUNK,
+) -> trimesh.Trimesh:
+    """``canonical`` with every vertex moved to ``x + D(x)`` (faces unchanged).
+
+    Args:
+        z_id: (D_id,), z_ex: (D_ex,) latents; anchors: (K, 3) of ``z_id`` or None.
+    """
+    device = z_id.device
+    verts = torch.as_tensor(np.asarray(canonical.vertices), dtype=torch.float32, device=device)
+    posed = deform_points(deformation, verts, z_id, z_ex, anchors, chunk=chunk)
+    return trimesh.Trimesh(posed.cpu().numpy(), np.asarray(canonical.faces), process=False)
+
+
+def mesh_fit(
+    identity: nn.Module,
+    deformation: Optional[nn.Module],
+    z_id: torch.Tensor,
+    z_ex: Optional[torch.Tensor],
+    resolution: int,
+    bounds: Tuple[Sequence[float], Sequence[float]],
+    chunk: int = DEFAULT_CHUNK,
+    progress: bool = False,
+) -> Tuple[trimesh.Trimesh, List[trimesh.Trimesh]]:
+    """Canonical mesh of ``z_id`` (D_id,) and one posed mesh per row of ``z_ex`` (E, D_ex).
+
+    Without a deformation model (identity-only fits) the posed meshes are copies of the
+    canonical one, one per expression (``z_ex`` then only gives their number, or is None
+    for a single copy). Raises ValueError when the zero level set misses the box.
+    """
+    device = z_id.device
+    canonical = mesh_identity(identity, z_id, resolution=resolution, bounds=bounds, chunk=chunk, device=device,
+                              progress=progress)
+    if deformation is None or z_ex is None:
+        n = 1 if z_ex is None else z_ex.shape[0]
+        return canonical, [canonical.copy() for _ in range(n)]
+    with torch.inference_mode():
+        anchors = identity.anchors(z_id[None])
+    anchors = None if anchors is None else anchors[0]
+    posed = [pose_mesh(canonical, deformation, z_id, z_ex[i], anchors, chunk) for i in range(z_ex.shape[0])]
+    return canonical, posed
