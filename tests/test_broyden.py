@@ -19,14 +19,7 @@ from nphm.fitting.schedule import BroydenSettings
 from nphm.models import NPHMDeformation, NPHMIdentity, NPMDeformation
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests run many small tensor operations: one thread is faster than several that
-    compete for the cores, and it keeps the shared test machine responsive."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 TIGHT = BroydenSettings(max_iters=60, converge_threshold=1e-12, diverge_threshold=0.5)
 

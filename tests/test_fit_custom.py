@@ -23,14 +23,7 @@ from nphm.fitting.schedule import FittingSettings
 from nphm.fitting.toy import AnalyticExpression, AnalyticHeadIdentity, toy_expression_offsets, toy_surface_samples
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests run many small tensor operations: one thread is faster than several that
-    compete for the cores, and it keeps the shared test machine responsive."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 # input (mm) -> nphm: x_nphm = s x_in R^T + t

@@ -20,14 +20,7 @@ from nphm.models import NPHMDeformation, NPHMIdentity, NPMDeformation, NPMIdenti
 from nphm.models.reference import naive_nphm_sdf
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests run many small tensor operations: one thread is faster than several that
-    compete for the cores, and it keeps the shared test machine responsive."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 LAMBDAS = FittingSettings().lambdas_at(0)
