@@ -26,11 +26,13 @@ def main() -> None:
     parser.add_argument("--refit", action="store_true", help="refit the benchmark network even if cached")
     parser.add_argument("--dense_resolution", type=int, default=128,
                         help="largest resolution at which dense extraction is measured (above: extrapolated)")
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[128, 256],
+                        help="mesh extraction resolutions (sparse extraction at each)")
     parser.add_argument("--out", type=Path, default=env_paths.WORK_DIR / "benchmarks" / "speed.json",
                         help="where to write the results as JSON")
     args = parser.parse_args()
 
-    settings = SpeedSettings(dense_resolution=args.dense_resolution)
+    settings = SpeedSettings(dense_resolution=args.dense_resolution, resolutions=tuple(args.resolutions))
     if args.quick:
         settings = SpeedSettings(n_points=8192, n_points_naive=1024, fit_steps=20, resolutions=(64,),
                                  dense_resolution=64, repeats=1)

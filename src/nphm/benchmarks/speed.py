@@ -167,6 +167,8 @@ def run_speed_benchmark(
                 values[mode] = fn(pts)
                 results.peak_memory_mb[f"{mode} ({name})"] = peak_memory_mb(device)
         results.throughput[name] = rates
+        if progress:
+            tqdm.write(f"{name}: " + ", ".join(f"{k} {v:,.0f} pts/s ({v / rates['naive']:.1f}x)" for k, v in rates.items()))
         n = settings.n_points_naive
         results.max_abs_diff[f"sparse vs exact ({name})"] = float((values["sparse"] - values["exact"]).abs().max())
         results.max_abs_diff[f"exact vs naive ({name})"] = float((values["exact"][:n] - values["naive"]).abs().max())
@@ -196,6 +198,9 @@ def run_speed_benchmark(
                 "peak_memory_mb": peak_memory_mb(device),
                 "vertices": len(mesh.vertices),
             }
+            if progress:
+                tqdm.write(f"mesh {res}^3 {extraction}: {row['points_evaluated']:,} points, {t:.1f} s "
+                           f"(naive dense extrapolated {row['naive_dense_seconds_extrapolated']:,.0f} s)")
             if extraction == "dense":
                 dense_meshes[res] = mesh
             else:
