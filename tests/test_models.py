@@ -6,7 +6,8 @@ import torch
 from torch.nn import functional as F
 
 from nphm.models import NPHMDeformation, NPHMIdentity, NPMDeformation, NPMIdentity
-from nphm.models.identity import members_to_keep
+from nphm.models.identity import blend_weights, members_to_keep
+from nphm.query import sdf_function
 from nphm.models.reference import naive_deepsdf, naive_nphm_sdf
 
 # REFERENCE.md section 6, written out independently of the model code.
@@ -126,26 +127,60 @@ def test_exact_equals_release_style_naive(nphm_small):
     assert torch.allclose(ours, ref, atol=1e-6)
 
 
-def test_sparse_within_documented_bound(nphm_small):
+def _member_values(model, pts, z):
+    anchors = model.anchors(z)
+    return model.ensembled_deep_sdf.forward_dense(model._local_frames(pts, anchors), model.member_conditions(z))[..., 0]
+
+
+def test_sparse_without_bounds_drops_at_most_tol_weight(nphm_small):
     model = nphm_small
     z = torch.randn(2, model.lat_dim) * 0.1
     pts = torch.rand(2, 4000, 3) * torch.tensor([1.1, 1.25, 1.35]) + torch.tensor([-0.55, -0.5, -0.95])
     with torch.no_grad():
         exact = model(pts, z, mode="exact")[0]
         sparse = model(pts, z, mode="sparse")[0]
-        anchors = model.anchors(z)
-        from nphm.models.identity import blend_weights
-        w, _ = blend_weights(pts, anchors)
-        keep = members_to_keep(w, model.sparse_tol)
-        dropped = (w * (~keep)).sum(-1)
-        member = model.ensembled_deep_sdf.forward_dense(model._local_frames(pts, anchors), model.member_conditions(z))
-        max_member = member[:-1, ..., 0].abs().amax(0)  # (B, N)
+        w, w_bg = blend_weights(pts, model.anchors(z))
+        w_all = torch.cat([w, w_bg[..., None]], -1)
+        keep = members_to_keep(w_all, model.sparse_tol)
+        dropped = (w_all * (~keep)).sum(-1)
+        max_member = _member_values(model, pts, z).abs().amax(0)  # (B, N)
     assert (dropped <= model.sparse_tol * (1 + 1e-4)).all()
-    bound = dropped * max_member + 1e-6
-    assert ((sparse - exact)[..., 0].abs() <= bound).all()
-    assert (sparse - exact).abs().max() <= 1e-4
+    assert ((sparse - exact)[..., 0].abs() <= dropped * max_member + 1e-6).all()
     # the sparse path must actually skip work: far fewer (point, member) pairs than all
     assert keep.float().mean() < 0.6
+
+
+def test_member_bounds_hold_and_sparse_error_within_tol(nphm_small):
+    model = nphm_small
+    box = ((-0.55, -0.5, -0.95), (0.55, 0.75, 0.4))
+    z = torch.randn(2, model.lat_dim) * 0.1
+    inside = torch.rand(2, 3000, 3) * torch.tensor([1.1, 1.25, 1.35]) + torch.tensor(box[0])
+    outside = (torch.rand(2, 1000, 3) - 0.5) * 4.0  # mostly outside the probe box
+    pts = torch.cat([inside, outside], dim=1)
+    with torch.no_grad():
+        bounds = model.member_bounds(z, *box)
+        members = _member_values(model, pts, z).permute(1, 2, 0).abs()  # (B, N, M)
+        # the estimate must cover the true member magnitudes at points it never probed
+        assert (members <= bounds.at(pts)).all()
+        exact = model(pts, z, mode="exact")[0]
+        sparse = model(pts, z, mode="sparse", member_bounds=bounds)[0]
+        w, w_bg = blend_weights(pts, model.anchors(z))
+        w_all = torch.cat([w, w_bg[..., None]], -1)
+        keep = members_to_keep(w_all, model.sparse_tol, bounds.at(pts))
+    dropped_contribution = (w_all * members * (~keep)).sum(-1)
+    assert (dropped_contribution <= model.sparse_tol * (1 + 1e-4)).all()
+    assert ((sparse - exact)[..., 0].abs() <= dropped_contribution + 1e-6).all()
+    assert (sparse - exact).abs().max() <= model.sparse_tol + 1e-6
+    assert keep.float().mean() < 0.6
+
+
+def test_sdf_function_sparse_within_tol_of_exact(nphm_small):
+    model = nphm_small
+    z = torch.randn(model.lat_dim) * 0.1
+    pts = torch.rand(5000, 3) * 2.0 - 1.0
+    sparse = sdf_function(model, z, mode="sparse", chunk=1024)(pts)
+    exact = sdf_function(model, z, mode="exact", chunk=1024)(pts)
+    assert (sparse - exact).abs().max() <= model.sparse_tol + 1e-6
 
 
 def test_sparse_gradients_match_exact(nphm_small):
@@ -163,6 +198,8 @@ def test_sparse_gradients_match_exact(nphm_small):
 
 def test_sdf_gradient_matches_finite_differences(nphm_small):
     model = nphm_small.double()
+    tol = model.sparse_tol
+    model.sparse_tol = 1e-9  # the sparse path's autograd against finite differences of the exact blend
     try:
         z = torch.randn(1, model.lat_dim, dtype=torch.float64) * 0.1
         pts = (torch.rand(1, 20, 3, dtype=torch.float64) - 0.5).requires_grad_(True)
@@ -177,6 +214,7 @@ def test_sdf_gradient_matches_finite_differences(nphm_small):
             assert torch.allclose(g[..., axis], fd[..., 0], atol=1e-5)
     finally:
         model.float()
+        model.sparse_tol = tol
 
 
 def test_mirrored_pair_members_give_mirrored_sdfs(nphm_small):

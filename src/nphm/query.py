@@ -1,15 +1,18 @@
 """Chunked, memory-bounded inference queries of trained models.
 
 Everything that depends only on the latent (anchors, the latent part of the first and the skip
-layer) is computed once per call, the points are processed in chunks under
-``torch.inference_mode()``, so memory stays bounded whatever the number of points.
+layer, the NPHM members' magnitude bounds of the sparse mode) is computed once per call, the
+points are processed in chunks under ``torch.inference_mode()``, so memory stays bounded
+whatever the number of points.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
+
+from nphm.boxes import FITTING_BOUNDS
 
 DEFAULT_CHUNK = 32768
 
@@ -23,6 +26,7 @@ def sdf_function(
     z_id: torch.Tensor,
     mode: Optional[str] = None,
     chunk: int = DEFAULT_CHUNK,
+    probe_box: Sequence[Sequence[float]] = FITTING_BOUNDS,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function mapping canonical points (N, 3) to SDF values (N,) for one identity.
 
@@ -30,17 +34,25 @@ def sdf_function(
         identity: NPHM or NPM identity model.
         z_id: (D,) or (1, D) identity latent.
         mode: NPHM query mode (``"sparse"`` / ``"exact"``; default the model's).
+        probe_box: ``(min, max)`` box (nphm frame) over which the NPHM sparse mode measures
+            its members' magnitudes (see ``NPHMIdentity.member_bounds``); queries outside it
+            stay covered through the slope term.
     """
     z = _as_batch(z_id)
+    bounds = None
     with torch.inference_mode():
         anchors = identity.anchors(z)
+        sparse = (mode or getattr(identity, "query_mode", None)) == "sparse"
+        if sparse and hasattr(identity, "member_bounds"):
+            bounds = identity.member_bounds(z, probe_box[0], probe_box[1], anchors=anchors)
+    extra = {} if bounds is None else {"member_bounds": bounds}
 
     def sdf(points: torch.Tensor) -> torch.Tensor:
         out = torch.empty(points.shape[0], dtype=points.dtype, device=points.device)
         with torch.inference_mode():
             for start in range(0, points.shape[0], chunk):
                 part = points[start : start + chunk][None]
-                out[start : start + chunk] = identity(part, z, mode=mode, anchors=anchors)[0][0, :, 0]
+                out[start : start + chunk] = identity(part, z, mode=mode, anchors=anchors, **extra)[0][0, :, 0]
         return out
 
     return sdf

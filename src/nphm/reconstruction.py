@@ -1,27 +1,18 @@
 """Meshes of identity latents, optionally posed by an expression latent."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 import trimesh
 from torch import nn
 
+from nphm.boxes import FITTING_BOUNDS, PREVIEW_BOUNDS  # noqa: F401  (re-exported)
 from nphm.mesh import extract_mesh
 from nphm.query import DEFAULT_CHUNK, deform_points, sdf_function
 from nphm.utils.device import resolve_device
 
-#: The release's output grid for fitting results (nphm frame).
-FITTING_BOUNDS: Tuple[Tuple[float, float, float], Tuple[float, float, float]] = (
-    (-0.55, -0.5, -0.95),
-    (0.55, 0.75, 0.4),
-)
-#: The release's box for training previews (nphm frame).
-PREVIEW_BOUNDS: Tuple[Tuple[float, float, float], Tuple[float, float, float]] = (
-    (-0.4, -0.6, -0.7),
-    (0.4, 0.6, 0.5),
-)
 
 
 def mesh_identity(

@@ -9,7 +9,7 @@ Parameter names follow the release so that official ``decoder_state_dict`` s loa
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -25,8 +25,31 @@ BACKGROUND_DIST2 = 0.2
 DIST_EPS = 1e-5
 #: Added to the sum of blend weights before normalising (release: 1e-6).
 NORM_EPS = 1e-6
-#: Default bound on the total normalised blend weight that sparse mode may drop per point.
-SPARSE_TOL = 1e-6
+#: Default bound on what sparse mode may drop per point: sum of weight * member magnitude.
+SPARSE_TOL = 5e-5
+#: Probe lattice (per axis) on which member magnitudes are measured.
+PROBE_RESOLUTION = 10
+#: Factor on the measured slope in the magnitude estimate (finite differences underestimate it).
+SLOPE_SAFETY = 2.0
+
+
+class MemberBounds(NamedTuple):
+    """Estimated magnitude of every member's SDF, for the sparse query's drop rule.
+
+    ``|sdf_k(x)| <= magnitude[b, k] + slope[b, k] * dist(x, box)`` for points ``x`` (nphm
+    frame), ``box = (box_min, box_max)``: see :meth:`NPHMIdentity.member_bounds`.
+    """
+
+    magnitude: torch.Tensor  # (B, K+1)
+    slope: torch.Tensor  # (B, K+1)
+    box_min: torch.Tensor  # (3,)
+    box_max: torch.Tensor  # (3,)
+
+    def at(self, points: torch.Tensor) -> torch.Tensor:
+        """(B, N, K+1) magnitude bound of every member at ``points`` (B, N, 3)."""
+        outside = (self.box_min - points).clamp(min=0) + (points - self.box_max).clamp(min=0)
+        dist = torch.linalg.vector_norm(outside, dim=-1)  # (B, N)
+        return self.magnitude[:, None, :] + self.slope[:, None, :] * dist[..., None]
 
 
 def blend_weights(points: torch.Tensor, anchors: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -46,22 +69,26 @@ def blend_weights(points: torch.Tensor, anchors: torch.Tensor) -> Tuple[torch.Te
     return w / denom[..., None], w_bg / denom
 
 
-def members_to_keep(weights: torch.Tensor, tol: float) -> torch.Tensor:
-    """Which anchor members a point needs so that the dropped blend weight stays <= ``tol``.
+def members_to_keep(weights: torch.Tensor, tol: float, magnitudes: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Which members a point needs so that what the others could contribute stays <= ``tol``.
 
-    The smallest weights of each point are dropped as long as their running sum stays within
-    ``tol``. Dropping members with total normalised weight ``W_d`` changes the blended SDF by at
-    most ``W_d * max_k |sdf_k|`` (the exact normaliser is kept), see :class:`NPHMIdentity`.
+    Member ``k`` contributes ``w_k * sdf_k`` to the blend (the exact normaliser is kept), so
+    dropping a set ``D`` changes the SDF by at most ``sum_D w_k * m_k`` with ``m_k >= |sdf_k|``.
+    Per point the smallest terms ``w_k * m_k`` are dropped while their running sum stays
+    within ``tol``.
 
     Args:
-        weights: (B, N, K) normalised blend weights.
+        weights: (B, N, M) normalised blend weights.
+        magnitudes: (B, N, M) bounds ``m_k`` on the members' |SDF| (default 1 everywhere:
+            then ``tol`` bounds the dropped blend weight).
     Returns:
-        (B, N, K) bool.
+        (B, N, M) bool.
     """
     if tol <= 0:
         return torch.ones_like(weights, dtype=torch.bool)
-    sorted_w, order = torch.sort(weights, dim=-1)
-    drop_sorted = torch.cumsum(sorted_w, dim=-1) <= tol
+    terms = weights if magnitudes is None else weights * magnitudes
+    sorted_t, order = torch.sort(terms, dim=-1)
+    drop_sorted = torch.cumsum(sorted_t, dim=-1) <= tol
     keep = torch.ones_like(weights, dtype=torch.bool)
     return keep.scatter(-1, order, ~drop_sorted)
 
@@ -78,13 +105,17 @@ class NPHMIdentity(nn.Module):
 
     * ``"exact"``: every member on every point, the release's result (without its eval-mode
       slip that overwrites the last query point).
-    * ``"sparse"``: a member is evaluated only where it carries blend weight; per point the
-      smallest normalised weights are dropped while their sum stays <= :attr:`sparse_tol`.
-      Error bound: ``|sdf_sparse - sdf_exact| <= sparse_tol * max_k |sdf_k|`` over the dropped
-      members. With the default ``1e-6`` this is <= 1e-4 nphm units while member SDFs stay
-      below 100 in magnitude (trained members are SDF-like: |sdf_k| is of the order of the
-      distance to the surface, i.e. < 2 in the fitting box); the speed benchmark and the tests
-      measure the actual difference.
+    * ``"sparse"``: a member is evaluated only where it matters. With ``member_bounds``
+      (estimated magnitudes ``m_k`` of every member's SDF, :meth:`member_bounds`; the
+      inference queries of :mod:`nphm.query` always pass them) the smallest terms
+      ``w_k * m_k`` of a point (the background member's included) are dropped while their
+      sum stays <= :attr:`sparse_tol`, so ``|sdf_sparse - sdf_exact| <= sparse_tol``
+      (default 5e-5 nphm units) wherever the estimate holds. Without them (training and
+      fitting, where the latent changes every step) ``m_k = 1`` is assumed: the dropped
+      blend weight is <= ``sparse_tol`` and the error <= ``sparse_tol * max |sdf_k|``.
+      The magnitudes matter: a member far from its anchor gets almost no training signal and
+      its SDF there can reach hundreds of units (seen on trained models), which the exact
+      blend still multiplies by a weight of 1e-7.
     """
 
     def __init__(
@@ -145,6 +176,49 @@ class NPHMIdentity(nn.Module):
         z_loc = z_id[:, self.lat_dim_glob :].reshape(B, self.n_members, self.lat_dim_loc)
         return torch.cat([z_glob[:, None, :].expand(B, self.n_members, -1), z_loc], dim=-1)
 
+    def member_bounds(
+        self,
+        z_id: torch.Tensor,
+        box_min: Sequence[float],
+        box_max: Sequence[float],
+        resolution: int = PROBE_RESOLUTION,
+        anchors: Optional[torch.Tensor] = None,
+    ) -> MemberBounds:
+        """Estimate how large every member's SDF gets, for the sparse drop rule.
+
+        All members are evaluated on a ``resolution^3`` lattice over the box (nphm frame).
+        ``slope`` is :data:`SLOPE_SAFETY` times the largest gradient norm seen in finite
+        differences between lattice neighbours, ``magnitude`` the largest ``|sdf_k|`` on the
+        lattice plus ``slope`` times half a lattice cell's diagonal (the farthest a point of
+        the box is from a lattice point). It is an estimate, not a certificate: it holds when
+        a member's gradient stays below ``slope`` within a lattice cell.
+
+        Args:
+            z_id: (B, D). box_min, box_max: (3,) the box where queries are expected.
+        Returns:
+            :class:`MemberBounds` with ``(B, K+1)`` magnitudes and slopes.
+        """
+        lo = torch.as_tensor(box_min, dtype=z_id.dtype, device=z_id.device)
+        hi = torch.as_tensor(box_max, dtype=z_id.dtype, device=z_id.device)
+        axes = [torch.linspace(float(lo[d]), float(hi[d]), resolution, dtype=z_id.dtype, device=z_id.device)
+                for d in range(3)]
+        lattice = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(1, -1, 3)
+        B = z_id.shape[0]
+        with torch.no_grad():
+            if anchors is None:
+                anchors = self.anchors(z_id)
+            local = self._local_frames(lattice.expand(B, -1, -1), anchors)
+            values = self.ensembled_deep_sdf.forward_dense(local, self.member_conditions(z_id))[..., 0]
+            values = values.reshape(self.n_members, B, resolution, resolution, resolution)
+            spacing = (hi - lo) / (resolution - 1)
+            slope_sq = torch.zeros(self.n_members, B, dtype=z_id.dtype, device=z_id.device)
+            for d in range(3):
+                diff = torch.diff(values, dim=2 + d).abs().flatten(2).amax(-1) / spacing[d]
+                slope_sq = slope_sq + diff**2
+            slope = SLOPE_SAFETY * slope_sq.sqrt()
+            magnitude = values.abs().flatten(2).amax(-1) + slope * 0.5 * torch.linalg.vector_norm(spacing)
+        return MemberBounds(magnitude.T.contiguous(), slope.T.contiguous(), lo, hi)
+
     def _check(self, points: torch.Tensor, z_id: torch.Tensor) -> None:
         if points.dim() != 3 or points.shape[-1] != 3:
             raise ValueError(f"points must be (B, N, 3), got {tuple(points.shape)}")
@@ -159,12 +233,14 @@ class NPHMIdentity(nn.Module):
         z_id: torch.Tensor,
         mode: Optional[str] = None,
         anchors: Optional[torch.Tensor] = None,
+        member_bounds: Optional[MemberBounds] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """SDF of ``points`` (B, N, 3) for identities ``z_id`` (B, D).
 
         Args:
             mode: ``"exact"`` or ``"sparse"`` (default :attr:`query_mode`).
             anchors: (B, K, 3) precomputed ``self.anchors(z_id)`` to skip the anchor MLP.
+            member_bounds: ``self.member_bounds(z_id)`` for the sparse drop rule (see the class).
         Returns:
             ``(sdf (B, N, 1), anchors (B, K, 3))``.
         """
@@ -177,7 +253,7 @@ class NPHMIdentity(nn.Module):
         if mode == "exact":
             sdf = self._sdf_exact(points, anchors, cond, w, w_bg)
         elif mode == "sparse":
-            sdf = self._sdf_sparse(points, anchors, cond, w, w_bg)
+            sdf = self._sdf_sparse(points, anchors, cond, w, w_bg, member_bounds)
         else:
             raise ValueError(f"unknown query mode {mode!r} (use 'exact' or 'sparse')")
         return sdf[..., None], anchors
@@ -192,22 +268,21 @@ class NPHMIdentity(nn.Module):
         member_sdf = member_sdf[..., 0]  # (K+1, B, N)
         return torch.einsum("kbn,bnk->bn", member_sdf[:-1], w) + member_sdf[-1] * w_bg
 
-    def _sdf_sparse(self, points, anchors, cond, w, w_bg) -> torch.Tensor:
+    def _sdf_sparse(self, points, anchors, cond, w, w_bg, member_bounds) -> torch.Tensor:
         B, N, K = w.shape
-        keep = members_to_keep(w, self.sparse_tol).permute(2, 0, 1)  # (K, B, N)
+        # The background member takes part in the selection like the others: near the face
+        # its normalised weight (about exp(-20) relative to a close anchor) is negligible too.
+        w_all = torch.cat([w, w_bg[..., None]], dim=-1)  # (B, N, K+1)
+        magnitudes = None if member_bounds is None else member_bounds.at(points)
+        keep = members_to_keep(w_all, self.sparse_tol, magnitudes).permute(2, 0, 1)  # (K+1, B, N)
         member, batch, point = torch.nonzero(keep, as_tuple=True)  # member-major order
-        local = (points[batch, point] - anchors[batch, member]) * self.mirror[member]
-        # The background member is needed everywhere: append it as the last group.
-        bg_batch = torch.arange(B, device=points.device).repeat_interleave(N)
-        bg_point = torch.arange(N, device=points.device).repeat(B)
-        all_local = torch.cat([local, points.reshape(B * N, 3)], dim=0)
-        group = torch.cat([member * B + batch, K * B + bg_batch])
-        values = self.ensembled_deep_sdf.forward_pairs(all_local, group, cond)[:, 0]
-        n_pairs = member.shape[0]
-        weighted = values[:n_pairs] * w[batch, point, member]
-        sdf = (values[n_pairs:] * w_bg.reshape(-1)).reshape(B, N)
-        flat = sdf.reshape(-1).index_add(0, batch * N + point, weighted)
-        return flat.reshape(B, N)
+        anchors_all = torch.cat([anchors, anchors.new_zeros(B, 1, 3)], dim=1)
+        mirror_all = torch.cat([self.mirror, self.mirror.new_ones(1, 3)], dim=0)
+        local = (points[batch, point] - anchors_all[batch, member]) * mirror_all[member]
+        values = self.ensembled_deep_sdf.forward_pairs(local, member * B + batch, cond)[:, 0]
+        weighted = values * w_all[batch, point, member]
+        sdf = points.new_zeros(B * N).index_add(0, batch * N + point, weighted)
+        return sdf.reshape(B, N)
 
 
 class NPMIdentity(DeepSDF):
@@ -224,6 +299,7 @@ class NPMIdentity(DeepSDF):
         """NPM has no facial anchors."""
         return None
 
-    def forward(self, points: torch.Tensor, z_id: torch.Tensor, mode: Optional[str] = None, anchors=None):
+    def forward(self, points: torch.Tensor, z_id: torch.Tensor, mode: Optional[str] = None, anchors=None,
+                member_bounds=None):
         """SDF (B, N, 1) of ``points`` (B, N, 3) for ``z_id`` (B, D); returns ``(sdf, None)``."""
         return super().forward(points, z_id), None

@@ -30,8 +30,10 @@ def render_meshes(
     title: str = "",
     tile: Tuple[int, int] = (320, 320),
     colors: Optional[Sequence[str]] = None,
+    max_columns: int = 6,
 ) -> Path:
-    """Render labelled meshes side by side (columns) from the front and the side (rows).
+    """Render labelled meshes in a grid: at most ``max_columns`` per row, each mesh seen from
+    the front and (in the row below) from the side.
 
     A ``None`` mesh is shown as an empty tile with its label (e.g. no surface yet).
     The camera looks at the centre of all meshes from a distance fitted to their extent.
@@ -47,22 +49,25 @@ def render_meshes(
     else:
         center, extent = np.zeros(3), 1.0
     dist = 1.9 * max(extent, 1e-3)
-    n = max(len(meshes), 1)
-    pl = pv.Plotter(off_screen=True, shape=(len(VIEWS), n), window_size=[tile[0] * n, tile[1] * len(VIEWS)],
+    n_cols = max(1, min(len(meshes), max_columns))
+    n_blocks = max(1, -(-len(meshes) // n_cols))
+    n_rows = n_blocks * len(VIEWS)
+    pl = pv.Plotter(off_screen=True, shape=(n_rows, n_cols), window_size=[tile[0] * n_cols, tile[1] * n_rows],
                     border=False)
-    for row, (view, view_name) in enumerate(VIEWS):
-        for col, (label, mesh) in enumerate(meshes):
-            pl.subplot(row, col)
+    for i, (label, mesh) in enumerate(meshes):
+        block, col = divmod(i, n_cols)
+        for v, (view, _) in enumerate(VIEWS):
+            pl.subplot(block * len(VIEWS) + v, col)
             if mesh is not None and len(mesh.faces):
                 faces = np.hstack([np.full((len(mesh.faces), 1), 3), np.asarray(mesh.faces)]).ravel()
-                color = colors[col] if colors is not None else "lightgrey"
+                color = colors[i] if colors is not None else "lightgrey"
                 pl.add_mesh(pv.PolyData(np.asarray(mesh.vertices, dtype=np.float64), faces), color=color,
                             smooth_shading=True)
             else:
                 pl.add_text("(no surface)", position="left_edge", font_size=9)
-            if row == 0:
+            if v == 0:
                 pl.add_text(label, position="upper_edge", font_size=9)
-            if row == 0 and col == 0 and title:
+            if i == 0 and v == 1 and title:
                 pl.add_text(title, position="lower_left", font_size=8)
             pl.camera_position = [tuple(center + dist * view), tuple(center), (0.0, 1.0, 0.0)]
             pl.camera.view_angle = 30.0
