@@ -34,8 +34,9 @@ from nphm.utils.io import save_json, save_mesh, save_npy
 
 PathLike = Union[str, os.PathLike]
 
-#: bump when the generated geometry changes, so that stale folders are not silently extended
-GENERATOR_VERSION = 1
+#: bump when the generated geometry or assets change, so that stale folders are not silently extended
+#: (2: anchor pairs in the release order, right member first)
+GENERATOR_VERSION = 2
 SCAN_FILES = ("registration.ply", "flame.ply", "scan.ply", "s.npy", "R.npy", "t.npy")
 ASSETS_DIR = "assets"
 ASSET_FILES = {
