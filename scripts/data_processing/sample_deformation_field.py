@@ -25,31 +25,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import env_paths  # noqa: E402
+from nphm.utils.cli import (  # noqa: E402
+    add_dataset_args, add_job_args, add_preset_arg, add_subject_args, resolve_preset, selected_subjects,
+)
 
 PRESETS = {"release": {"n_per_direction": 250_000}, "synthetic": {"n_per_direction": 10_000}}
-RELEASE_NAME = "nphm_release"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data_dir", type=Path, default=env_paths.DATA, help="dataset root (default: %(default)s)")
-    p.add_argument("--description", type=Path, default=None,
-                   help="dataset description JSON (default: DATA_DIR/dataset.json, else the real release's)")
+    add_dataset_args(p, env_paths.DATA)
     p.add_argument("--out_dir", type=Path, default=env_paths.SUPERVISION_DEFORMATION_OPEN,
                    help="output root, SUPERVISION_DEFORMATION_OPEN (default: %(default)s)")
-    who = p.add_mutually_exclusive_group()
-    who.add_argument("--splits", nargs="+", choices=["train", "eval", "test", "all"], default=["train", "eval"],
-                     help="subject splits to process (default: train eval, the subjects training uses)")
-    who.add_argument("--subjects", type=int, nargs="+", help="explicit subject ids instead of --splits")
-    p.add_argument("--preset", choices=["auto", "release", "synthetic"], default="auto",
-                   help="sample counts: release values or small ones (default: by the dataset's name)")
+    add_subject_args(p)
+    add_preset_arg(p)
     p.add_argument("--n_per_direction", type=int, default=None,
                    help="pairs per direction and sigma (release: 250000)")
     p.add_argument("--sigmas", type=float, nargs="+", default=[0.01, 0.002],
                    help="standard deviations of the normal offsets (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="re-sample items whose files exist")
+    add_job_args(p, "re-sample items whose files exist")
     return p.parse_args(argv)
 
 
@@ -61,15 +55,10 @@ def main(argv=None) -> int:
     from nphm.preprocessing import DeformationSettings, sample_deformation_dataset
 
     manager = DataManager(args.data_dir, args.description)
-    preset = args.preset
-    if preset == "auto":
-        preset = "release" if manager.description.name == RELEASE_NAME else "synthetic"
+    preset = resolve_preset(manager, args.preset)
     n = args.n_per_direction if args.n_per_direction is not None else PRESETS[preset]["n_per_direction"]
     settings = DeformationSettings(n_per_direction=n, sigmas=tuple(args.sigmas))
-    if args.subjects:
-        subjects = sorted(set(args.subjects))
-    else:
-        subjects = sorted({s for split in args.splits for s in manager.subjects(split)})
+    subjects = selected_subjects(manager, args)
     print(f"{len(subjects)} subjects, preset {preset}: {settings}")
     counts = {"done": 0, "skipped": 0, "failed": 0}
     results = sample_deformation_dataset(manager, args.out_dir, subjects, settings, seed=args.seed,

@@ -23,14 +23,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import env_paths  # noqa: E402
+from nphm.utils.cli import add_dataset_args  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results_dir", type=Path, required=True, help="folder with the reconstructed meshes")
-    p.add_argument("--data_dir", type=Path, default=env_paths.DATA, help="dataset root (default: %(default)s)")
-    p.add_argument("--description", type=Path, default=None,
-                   help="dataset description JSON (default: DATA_DIR/dataset.json, else the real release's)")
+    add_dataset_args(p, env_paths.DATA)
     p.add_argument("--single_view_dir", type=Path, default=env_paths.DATA_SINGLE_VIEW,
                    help="single-view observations, shown in the pictures (default: %(default)s)")
     p.add_argument("--split", default="test", choices=["train", "eval", "test", "all"],

@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import env_paths  # noqa: E402
+from nphm.utils.cli import add_dataset_args  # noqa: E402
 
 #: Subjects fitted by -demo: the first N test subjects of the dataset.
 N_DEMO_SUBJECTS = 2
@@ -50,9 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="random seed of the point draws (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="refit subjects that already have results")
     p.add_argument("--no_figures", action="store_true", help="do not render the per-subject PNG")
-    p.add_argument("--data_dir", type=Path, default=env_paths.DATA, help="dataset root (default: %(default)s)")
-    p.add_argument("--description", type=Path, default=None,
-                   help="dataset description JSON (default: DATA_DIR/dataset.json)")
+    add_dataset_args(p, env_paths.DATA)
     p.add_argument("--single_view_dir", type=Path, default=env_paths.DATA_SINGLE_VIEW,
                    help="single-view observations (default: %(default)s)")
     p.add_argument("--experiment_dir", type=Path, default=env_paths.EXPERIMENT_DIR,

@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import env_paths  # noqa: E402
+from nphm.utils.cli import add_dataset_args, add_training_run_args  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -27,19 +28,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("-exp_name", "--exp_name", required=True, help="experiment name (folder in EXPERIMENT_DIR)")
     p.add_argument("-local", "--local", action="store_true",
                    help="NPHM (local ensemble); without it the config must describe NPM (release flag)")
-    p.add_argument("--experiment_dir", type=Path, default=env_paths.EXPERIMENT_DIR,
-                   help="EXPERIMENT_DIR (default: %(default)s)")
-    p.add_argument("--data_dir", type=Path, default=env_paths.DATA, help="dataset root (default: %(default)s)")
-    p.add_argument("--description", type=Path, default=None,
-                   help="dataset description JSON (default: DATA_DIR/dataset.json, else the real release's)")
+    add_dataset_args(p, env_paths.DATA)
     p.add_argument("--supervision_dir", type=Path, default=env_paths.SUPERVISION_IDENTITY,
                    help="identity supervision, SUPERVISION_IDENTITY (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
-    p.add_argument("--wandb", choices=["disabled", "offline", "online"], default="offline",
-                   help="Weights & Biases logging (default: %(default)s)")
-    p.add_argument("--stop_after", type=int, default=None,
-                   help="train at most this many epochs in this call, then checkpoint and exit")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_training_run_args(p, env_paths.EXPERIMENT_DIR)
     return p.parse_args(argv)
 
 

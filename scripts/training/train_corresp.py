@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import env_paths  # noqa: E402
+from nphm.utils.cli import add_dataset_args, add_training_run_args  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,19 +31,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="deformation conditioning (npm: the NPM baseline)")
     p.add_argument("--shape_exp_name", default=None, help="override training.shape_exp_name (stage-1 experiment)")
     p.add_argument("--shape_ckpt", type=int, default=None, help="override training.shape_ckpt (its epoch)")
-    p.add_argument("--experiment_dir", type=Path, default=env_paths.EXPERIMENT_DIR,
-                   help="EXPERIMENT_DIR (default: %(default)s)")
-    p.add_argument("--data_dir", type=Path, default=env_paths.DATA, help="dataset root (default: %(default)s)")
-    p.add_argument("--description", type=Path, default=None,
-                   help="dataset description JSON (default: DATA_DIR/dataset.json, else the real release's)")
+    add_dataset_args(p, env_paths.DATA)
     p.add_argument("--supervision_dir", type=Path, default=env_paths.SUPERVISION_DEFORMATION_OPEN,
                    help="deformation supervision, SUPERVISION_DEFORMATION_OPEN (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
-    p.add_argument("--wandb", choices=["disabled", "offline", "online"], default="offline",
-                   help="Weights & Biases logging (default: %(default)s)")
-    p.add_argument("--stop_after", type=int, default=None,
-                   help="train at most this many epochs in this call, then checkpoint and exit")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_training_run_args(p, env_paths.EXPERIMENT_DIR)
     return p.parse_args(argv)
 
 
