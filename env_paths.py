@@ -36,6 +36,8 @@ SUPERVISION_DEFORMATION_OPEN = _path(
 EXPERIMENT_DIR = _path("EXPERIMENT_DIR", WORK_DIR / "experiments")
 #: Fitting results: FITTING_DIR/forward_{exp_name}/{exp_tag}/
 FITTING_DIR = _path("FITTING_DIR", WORK_DIR / "fitting")
+#: Compact models shipped with the repository (trained on the synthetic set; see its README.md).
+PRETRAINED = _path("PRETRAINED", CODE_BASE / "pretrained" / "synthetic_cpu")
 #: Model assets (anchors_39.npy, face.npy, ...). The synthetic generator writes its own
 #: assets next to its dataset; for the real release point this at the release's assets/.
 ASSETS = _path("ASSETS", DATA / "assets")
