@@ -4,7 +4,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from typing import Callable, Dict, List, Mapping, Sequence
+from typing import Callable, List, Sequence
 
 import torch
 
@@ -25,28 +25,6 @@ def time_call(fn: Callable[[], object], device: torch.device, repeats: int = 1, 
         fn()
         synchronize(device)
         best = min(best, time.perf_counter() - start)
-    return best
-
-
-def time_interleaved(
-    fns: Mapping[str, Callable[[], object]], device: torch.device, repeats: int = 3, warmup: int = 1
-) -> Dict[str, float]:
-    """Best wall time in seconds of each of ``fns``, timed round-robin.
-
-    Every round calls each function once, so a burst of load from other processes slows all of
-    them alike instead of one; the best of ``repeats`` rounds is kept per function.
-    """
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    best = {name: float("inf") for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
