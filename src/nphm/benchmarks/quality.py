@@ -282,8 +282,9 @@ def ensure_models(cfg: QualityConfig, method: NeuralMethod, manager, log: Log = 
         else:
             train_cfg.setdefault("training", {})["shape_exp_name"] = stages[0][1]
             stage2.train(train_cfg, exp_dir, method.expression_mode, data_dir=cfg.data_dir,
-                         supervision_dir=cfg.supervision_deformation, identity_exp_dir=cfg.experiment_dir / stages[0][1],
-                         device=cfg.device, wandb_mode="disabled")
+                         supervision_dir=cfg.supervision_deformation,
+                         identity_exp_dir=cfg.experiment_dir / stages[0][1], device=cfg.device,
+                         wandb_mode="disabled")
         notes.append(f"trained {name}")
     return True, "; ".join(notes)
 
@@ -509,8 +510,8 @@ def run_quality(cfg: QualityConfig, log: Log = tqdm.write) -> Tuple[Path, List[M
             log(f"{result.label}: {result.note}")
         if result.totals:
             h, f = result.totals["head"], result.totals.get("face", {})
-            log(f"{result.label}: head CD-L1 {h['chamfer_l1']:.3f} mm, face CD-L1 {f.get('chamfer_l1', float('nan')):.3f}"
-                f" mm over {int(h['n_scans'])} scans")
+            log(f"{result.label}: head CD-L1 {h['chamfer_l1']:.3f} mm, face CD-L1 "
+                f"{f.get('chamfer_l1', float('nan')):.3f} mm over {int(h['n_scans'])} scans")
     pictures = comparison_pictures(cfg, manager, results, _picture_items(manager, subjects, cfg.pictures))
     path = write_report(cfg, results, subjects, n_scans, pictures, time.perf_counter() - start)
     return path, results

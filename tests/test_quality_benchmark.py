@@ -1,0 +1,91 @@
+"""Quality benchmark plumbing: test-split restriction, training policy, report tables."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nphm.benchmarks import quality
+from nphm.benchmarks.quality import MethodResult, QualityConfig, ensure_models, metric_table, restrict_manager
+from nphm.checkpoints import checkpoint_path
+from nphm.data import DataManager
+from nphm.data.description import DatasetDescription
+from nphm.data.synthetic.writer import ASSET_FILES, build_description
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _manager(tmp_path: Path, subjects=(0, 1, 2, 3, 4), n_expressions=5) -> DataManager:
+    for s in subjects:
+        for e in range(n_expressions):
+            (tmp_path / "data" / f"{s:03d}" / f"{e:03d}").mkdir(parents=True)
+    desc = build_description(list(subjects), n_expressions, 0, dict(ASSET_FILES))
+    desc["invalid_expressions_test"] = {"4": [1]}
+    return DataManager(tmp_path / "data", DatasetDescription.from_dict(desc), tmp_path / "single_view")
+
+
+def _config(tmp_path: Path, train: str) -> QualityConfig:
+    return QualityConfig(out_dir=tmp_path / "out", data_dir=tmp_path / "data", single_view_dir=tmp_path / "sv",
+                         experiment_dir=tmp_path / "exp", supervision_identity=tmp_path / "sup_id",
+                         supervision_deformation=tmp_path / "sup_def", config_dir=REPO / "configs", train=train)
+
+
+def test_restrict_manager_limits_subjects_and_expressions(tmp_path):
+    manager = _manager(tmp_path)
+    restricted = restrict_manager(manager, [3, 4], max_expressions=2)
+    assert restricted.subjects("test") == [3, 4]
+    assert restricted.test_expressions(3) == [0, 1]
+    assert restricted.test_expressions(4) == [0, 2]  # expression 1 was already invalid
+    assert restricted.expressions(4) == [0, 1, 2, 3, 4]  # the data themselves are unchanged
+    assert manager.subjects("test") == [4]  # the original manager is untouched
+
+
+def test_training_policy(tmp_path, monkeypatch):
+    manager = _manager(tmp_path)
+    calls = []
+    monkeypatch.setattr(quality, "_ensure_supervision", lambda cfg, m, kind, log: calls.append(("supervision", kind)))
+
+    def fake_stage1(cfg, exp_dir, **kw):
+        calls.append(("stage1", Path(exp_dir).name, kw["local"]))
+
+    def fake_stage2(cfg, exp_dir, mode, **kw):
+        calls.append(("stage2", Path(exp_dir).name, mode, cfg["training"]["shape_exp_name"]))
+
+    monkeypatch.setattr("nphm.training.stage1.train", fake_stage1)
+    monkeypatch.setattr("nphm.training.stage2.train", fake_stage2)
+    method = quality.NEURAL_METHODS["nphm"]
+
+    available, note = ensure_models(_config(tmp_path, "never"), method, manager, log=lambda s: None)
+    assert not available and "nphm_cpu" in note and calls == []
+
+    # an identity checkpoint exists: "missing" trains only the expression model
+    identity_ckpt = checkpoint_path(tmp_path / "exp" / "nphm_cpu", 300)
+    identity_ckpt.parent.mkdir(parents=True)
+    identity_ckpt.write_bytes(b"")
+    available, note = ensure_models(_config(tmp_path, "missing"), method, manager, log=lambda s: None)
+    assert available and note == "trained nphm_def_cpu"
+    assert calls == [("supervision", "deformation"), ("stage2", "nphm_def_cpu", "compress", "nphm_cpu")]
+
+    calls.clear()
+    ensure_models(_config(tmp_path, "resume"), quality.NEURAL_METHODS["npm"], manager, log=lambda s: None)
+    assert calls == [("supervision", "identity"), ("stage1", "npm_cpu", False),
+                     ("supervision", "deformation"), ("stage2", "npm_def_cpu", "npm", "npm_cpu")]
+
+
+def test_config_rejects_unknown_choices(tmp_path):
+    with pytest.raises(ValueError, match="unknown methods"):
+        QualityConfig(**{**_config(tmp_path, "never").__dict__, "methods": ("flame",)})
+    with pytest.raises(ValueError, match="train must be one of"):
+        _config(tmp_path, "sometimes")
+
+
+def test_metric_table_rows_and_missing_methods():
+    results = [MethodResult("npm", "NPM", note="not trained"),
+               MethodResult("nphm", "NPHM", totals={"head": {"n_scans": 8, "chamfer_l1": 0.8764, "chamfer_l2": 1.2,
+                                                             "normals consistency": 0.99, "f_score_05": 0.72,
+                                                             "f_score_10": 0.997}})]
+    table = metric_table(results, "head").splitlines()
+    assert table[0].startswith("|  | scans | Chamfer-L1 (mm)")
+    assert table[2] == "| NPM | - | - | - | - | - | - |"
+    assert table[3] == "| NPHM | 8 | 0.876 | 1.200 | 0.990 | 0.720 | 0.997 |"
+    assert metric_table(results, "face").splitlines()[3].startswith("| NPHM | - |")
