@@ -456,17 +456,9 @@ def _mean_seconds(r: MethodResult) -> str:
 
 
 def _check_settings(cfg: QualityConfig) -> None:
-    from nphm.utils.io import save_json
+    from nphm.utils.io import claim_output_dir
 
-    path = cfg.out_dir / "settings.json"
-    current = json.loads(json.dumps(cfg.result_settings()))
-    if path.is_file() and not cfg.overwrite:
-        old = json.loads(path.read_text())
-        if old != current:
-            changed = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
-            raise ValueError(f"{cfg.out_dir} holds results of other settings (differences: {changed}); "
-                             "use another output folder or overwrite")
-    save_json(path, current)
+    claim_output_dir(cfg.out_dir, cfg.result_settings(), cfg.overwrite, "use another output folder or overwrite")
 
 
 # ---------------------------------------------------------------------------------------- run

@@ -58,3 +58,19 @@ def save_mesh(path: PathLike, mesh: "trimesh.Trimesh") -> None:  # noqa: F821
     """Export a trimesh mesh atomically; the format follows the suffix of ``path``."""
     with atomic_path(path) as tmp:
         mesh.export(str(tmp))
+
+
+def claim_output_dir(out_dir: PathLike, settings: Any, overwrite: bool, hint: str) -> None:
+    """Record ``settings`` in ``out_dir/settings.json``, refusing a folder that holds results made
+    with other settings (unless ``overwrite``), so that resumed runs never mix settings.
+
+    ``hint`` ends the error message (what to do instead).
+    """
+    path = Path(out_dir) / "settings.json"
+    current = json.loads(json.dumps(settings))
+    if path.is_file() and not overwrite:
+        old = json.loads(path.read_text())
+        if old != current:
+            changed = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
+            raise ValueError(f"{out_dir} holds results of other settings (differences: {changed}); {hint}")
+    save_json(path, current)
