@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import env_paths  # noqa: E402
 from nphm.utils.cli import (  # noqa: E402
-    add_dataset_args, add_job_args, add_preset_arg, add_subject_args, resolve_preset, selected_subjects,
+    add_dataset_args, add_job_args, add_preset_arg, add_subject_args, report_item_results, resolve_preset,
+    selected_subjects,
 )
 
 PRESETS = {"release": {"n_per_direction": 250_000}, "synthetic": {"n_per_direction": 10_000}}
@@ -49,8 +50,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from tqdm import tqdm
-
     from nphm.data import DataManager
     from nphm.preprocessing import DeformationSettings, sample_deformation_dataset
 
@@ -60,17 +59,9 @@ def main(argv=None) -> int:
     settings = DeformationSettings(n_per_direction=n, sigmas=tuple(args.sigmas))
     subjects = selected_subjects(manager, args)
     print(f"{len(subjects)} subjects, preset {preset}: {settings}")
-    counts = {"done": 0, "skipped": 0, "failed": 0}
     results = sample_deformation_dataset(manager, args.out_dir, subjects, settings, seed=args.seed,
                                          workers=args.workers, overwrite=args.overwrite)
-    for subject_results in tqdm(results, total=len(subjects), desc="deformation supervision", unit="subject"):
-        for r in subject_results:
-            counts[r.status] += 1
-            if r.status == "failed":
-                where = f"subject {r.subject}" + (f" expression {r.expression}" if r.expression >= 0 else "")
-                tqdm.write(f"FAILED {where}: {r.message}")
-    print(f"{counts['done']} sampled, {counts['skipped']} already done, {counts['failed']} failed -> {args.out_dir}")
-    return 1 if counts["failed"] else 0
+    return report_item_results(results, len(subjects), "deformation supervision", args.out_dir)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import env_paths  # noqa: E402
 from nphm.utils.cli import (  # noqa: E402
-    add_dataset_args, add_job_args, add_preset_arg, add_subject_args, resolve_preset, selected_subjects,
+    add_dataset_args, add_job_args, add_preset_arg, add_subject_args, report_item_results, resolve_preset,
+    selected_subjects,
 )
 
 PRESETS = {
@@ -53,8 +54,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from tqdm import tqdm
-
     from nphm.data import DataManager
     from nphm.preprocessing import IdentitySettings, sample_identity_dataset
 
@@ -67,16 +66,9 @@ def main(argv=None) -> int:
     settings = IdentitySettings(face_radius=args.face_radius, **values)
     subjects = selected_subjects(manager, args)
     print(f"{len(subjects)} subjects, preset {preset}: {settings}")
-    counts = {"done": 0, "skipped": 0, "failed": 0}
     results = sample_identity_dataset(manager, args.out_dir, subjects, settings, seed=args.seed,
                                       workers=args.workers, overwrite=args.overwrite)
-    for subject_results in tqdm(results, total=len(subjects), desc="identity supervision", unit="subject"):
-        for r in subject_results:
-            counts[r.status] += 1
-            if r.status == "failed":
-                tqdm.write(f"FAILED subject {r.subject} expression {r.expression}: {r.message}")
-    print(f"{counts['done']} sampled, {counts['skipped']} already done, {counts['failed']} failed -> {args.out_dir}")
-    return 1 if counts["failed"] else 0
+    return report_item_results(results, len(subjects), "identity supervision", args.out_dir)
 
 
 if __name__ == "__main__":

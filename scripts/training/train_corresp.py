@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import env_paths  # noqa: E402
-from nphm.utils.cli import add_dataset_args, add_training_run_args  # noqa: E402
+from nphm.utils.cli import add_dataset_args, add_training_run_args, load_yaml_config  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,13 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import yaml
-
     from nphm.training import stage2
 
-    if not args.cfg_file.is_file():
-        raise SystemExit(f"config file not found: {args.cfg_file}")
-    cfg = yaml.safe_load(args.cfg_file.read_text())
+    cfg = load_yaml_config(args.cfg_file)
     if args.shape_exp_name is not None:
         cfg.setdefault("training", {})["shape_exp_name"] = args.shape_exp_name
     if args.shape_ckpt is not None:

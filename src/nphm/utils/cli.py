@@ -61,3 +61,28 @@ def add_training_run_args(p: argparse.ArgumentParser, experiment_dir: Path) -> N
     p.add_argument("--stop_after", type=int, default=None,
                    help="train at most this many epochs in this call, then checkpoint and exit")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+
+def load_yaml_config(path: Path) -> dict:
+    """The yaml config at ``path``; a missing file ends the script with a message naming it."""
+    import yaml
+
+    if not Path(path).is_file():
+        raise SystemExit(f"config file not found: {path}")
+    return yaml.safe_load(Path(path).read_text())
+
+
+def report_item_results(results, n_subjects: int, desc: str, out_dir: Path) -> int:
+    """Consume per-subject lists of item results (``status``, ``subject``, ``expression``,
+    ``message``) with a progress bar, print failures and a summary; 1 if any failed, else 0."""
+    from tqdm import tqdm
+
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    for subject_results in tqdm(results, total=n_subjects, desc=desc, unit="subject"):
+        for r in subject_results:
+            counts[r.status] += 1
+            if r.status == "failed":
+                where = f"subject {r.subject}" + (f" expression {r.expression}" if r.expression >= 0 else "")
+                tqdm.write(f"FAILED {where}: {r.message}")
+    print(f"{counts['done']} sampled, {counts['skipped']} already done, {counts['failed']} failed -> {out_dir}")
+    return 1 if counts["failed"] else 0
