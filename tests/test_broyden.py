@@ -11,6 +11,7 @@ from nphm.fitting.implicit import (
     Packing,
     batch_groups,
     batched_inverse,
+    RootCache,
     find_canonical,
     implicit_canonical,
 )
@@ -159,6 +160,52 @@ def test_same_roots_as_all_points_reference():
     both = ours.converged & conv_ref
     assert both.float().mean() > 0.95
     torch.testing.assert_close(ours.canonical[both], x_ref[both], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("threshold", [1e-11, 1e-6])
+def test_warm_start_finds_the_same_roots_with_fewer_evaluations(threshold):
+    de = tiny_deformation("nphm")
+    B, N = 3, 200
+    z_id, z_ex = latents(B)
+    anchors = head_anchor_layout().double()[None].expand(B, -1, -1)
+    g = torch.Generator().manual_seed(11)
+    x_obs = ((torch.rand(B * N, 3, generator=g, dtype=torch.float64) - 0.5) * 0.6)
+    group = batch_groups(B, N)
+    settings = BroydenSettings(max_iters=40, converge_threshold=threshold)
+    first = find_canonical(ForwardDeformation(de, z_id, z_ex, anchors), x_obs, group, settings)
+    cache = RootCache(B * N, dtype=torch.float64)
+    order = torch.randperm(B * N, generator=g)  # the cache is indexed by point, not by position
+    cache.store(order, first.canonical[order], first.J_inv[order], first.converged[order])
+    assert torch.equal(cache.valid, first.converged)
+
+    # the latents move a little, as between two fitting steps
+    moved = ForwardDeformation(de, z_id, z_ex + 0.01 * torch.randn(z_ex.shape, generator=g, dtype=z_ex.dtype), anchors)
+    cold = find_canonical(moved, x_obs, group, settings)
+    warm = find_canonical(moved, x_obs, group, settings, start=cache.starts(torch.arange(B * N)))
+    assert warm.warm == int(first.converged.sum()) and cold.warm == 0
+    both = cold.converged & warm.converged
+    assert both.float().mean() > 0.95
+    with torch.no_grad():
+        err = (moved.posed(warm.canonical, group) - x_obs).norm(dim=-1)
+    assert err[warm.converged].max() < threshold
+    # the root is unique here: both starts find it (to within what the threshold allows)
+    torch.testing.assert_close(warm.canonical[both], cold.canonical[both], atol=100 * threshold, rtol=0)
+    # fewer evaluations, and the warm points skip the Jacobian at the observation altogether
+    assert warm.evaluations < 0.85 * cold.evaluations
+    assert warm.iterations <= cold.iterations
+
+
+def test_root_cache_forgets_failed_points():
+    cache = RootCache(4)
+    idx = torch.tensor([0, 1, 2, 3])
+    J = torch.eye(3).expand(4, 3, 3).clone()
+    J[2, 0, 0] = float("nan")
+    cache.store(idx, torch.ones(4, 3), J, torch.tensor([True, False, True, True]))
+    assert cache.valid.tolist() == [True, False, False, True]
+    cache.store(torch.tensor([3]), torch.zeros(1, 3), J[:1], torch.tensor([False]))
+    assert cache.valid.tolist() == [True, False, False, False]
+    x0, J0, warm = cache.starts(torch.tensor([0, 3]))
+    assert warm.tolist() == [True, False] and torch.equal(x0[0], torch.ones(3))
 
 
 def test_batched_inverse_handles_singular_matrices():

@@ -120,6 +120,55 @@ def test_joint_loss_equals_straightforward_step(kind):
         assert grads[1].abs().sum() > 0  # the expression latents get a gradient
 
 
+def test_warm_started_steps_match_cold_steps_and_cache_exact_jacobians():
+    from nphm.fitting.implicit import RootCache
+    from nphm.fitting.reference import backward_jacobian
+
+    idm, de = tiny_nphm()
+    g = torch.Generator().manual_seed(4)
+    obs = ObservationSet([torch.randn(n, 3, generator=g, dtype=torch.float64) * 0.3 for n in (60, 40, 50)],
+                         dtype=torch.float64)
+    z_id = (torch.randn(idm.lat_dim, generator=g, dtype=torch.float64) * 0.1).requires_grad_(True)
+    z_ex = (torch.randn(3, de.lat_dim_expr, generator=g, dtype=torch.float64) * 0.1).requires_grad_(True)
+    tight = FittingSettings().broyden.__class__(max_iters=40, converge_threshold=1e-11)
+    cache = RootCache(len(obs.points), dtype=torch.float64)
+    opt = torch.optim.Adam([z_id, z_ex], lr=0.01)
+    with frozen(idm, de):
+        for step in range(4):  # a few steps of a fit fill the cache
+            opt.zero_grad()
+            loss = joint_loss(idm, de, z_id, z_ex, obs, *obs.draw(3, 60, g), 0.1, LAMBDAS, tight,
+                              query_mode="exact", root_cache=cache)
+            loss.backward()
+            opt.step()
+        assert cache.valid.any()
+        obs_idx, point_idx = obs.draw(3, 60, g)
+        results = []
+        for use_cache in (False, True):
+            z_id.grad = z_ex.grad = None
+            step = joint_loss(idm, de, z_id, z_ex, obs, obs_idx, point_idx, 10.0, LAMBDAS, tight,
+                              query_mode="exact", root_cache=cache if use_cache else None)
+            step.backward()
+            results.append((float(step.total.detach()), z_id.grad.clone(), z_ex.grad.clone(), step.stats))
+    (loss_c, gid_c, gex_c, st_c), (loss_w, gid_w, gex_w, st_w) = results
+    assert st_w.warm_fraction > 0.3 and st_c.warm_fraction == 0.0
+    assert st_w.broyden_evaluations < st_c.broyden_evaluations
+    assert loss_w == pytest.approx(loss_c, rel=1e-8)
+    torch.testing.assert_close(gid_w, gid_c, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(gex_w, gex_c, rtol=1e-6, atol=1e-9)
+
+    # every point of the last (all within the clamp) step is cached with the exact inverse
+    # Jacobian of x + D(x) at its root, computed here independently by backward passes
+    drawn = torch.unique(point_idx)
+    drawn = drawn[cache.valid[drawn]]
+    assert drawn.numel() > 0.9 * torch.unique(point_idx).numel()
+    anchors = idm.anchors(z_id.detach()[None])
+    for o in range(len(obs)):
+        ids = drawn[obs.owner[drawn] == o]
+        J = backward_jacobian(lambda x: x + de(x, z_id.detach()[None], z_ex.detach()[o:o + 1], anchors),
+                              cache.canonical[ids][None])[0]
+        torch.testing.assert_close(cache.J_inv[ids], torch.linalg.inv(J), rtol=1e-8, atol=1e-10)
+
+
 def test_identity_loss_matches_direct_evaluation():
     idm, _ = tiny_nphm()
     g = torch.Generator().manual_seed(2)
@@ -277,6 +326,18 @@ def test_random_samples_follow_training_statistics():
 
 
 # ---------------------------------------------------------------------------------- slow: trained models
+def cpu_experiments(cfg) -> Path:
+    """The folder with the experiments a CPU fitting config names: EXPERIMENT_DIR if it has them,
+    else the shipped ones (PRETRAINED); skips the test when neither has them."""
+    import env_paths
+
+    names = (cfg["exp_name_shape"], cfg["exp_name_expr"])
+    for experiment_dir in (env_paths.EXPERIMENT_DIR, env_paths.PRETRAINED):
+        if all((experiment_dir / name / "checkpoints").is_dir() for name in names):
+            return experiment_dir
+    pytest.skip(f"experiments {names} neither in {env_paths.EXPERIMENT_DIR} nor in {env_paths.PRETRAINED}")
+
+
 @pytest.mark.slow
 def test_recovery_with_trained_toy_networks():
     """Networks trained (as auto-decoders) on analytic heads and expressions: fit renderings of
@@ -295,18 +356,15 @@ def test_recovery_with_trained_toy_networks():
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["nphm", "npm"])
 def test_recovery_with_cpu_checkpoints(kind):
-    """The CPU-trained experiments (configs/fitting_*_cpu.yaml): latents of training items, meshes
-    rendered with the release's camera protocol, fit with the CPU settings."""
-    import env_paths
-
+    """The CPU-trained experiments (configs/fitting_*_cpu.yaml; those in EXPERIMENT_DIR, else the
+    shipped ones in PRETRAINED): latents of training items, meshes rendered with the release's
+    camera protocol, fit with the CPU settings."""
     cfg = fio.load_fitting_config(ROOT / "configs" / f"fitting_{kind}_cpu.yaml")
-    for name in (cfg["exp_name_shape"], cfg["exp_name_expr"]):
-        if not (env_paths.EXPERIMENT_DIR / name / "checkpoints").is_dir():
-            pytest.skip(f"experiment {name} not trained in {env_paths.EXPERIMENT_DIR}")
-    models = fio.load_models(cfg, "cpu")
+    experiment_dir = cpu_experiments(cfg)
+    models = fio.load_models(cfg, "cpu", experiment_dir)
     from nphm.checkpoints import load_expression
 
-    _, ex_latents = load_expression(env_paths.EXPERIMENT_DIR / cfg["exp_name_expr"], models.epochs["expr"])
+    _, ex_latents = load_expression(experiment_dir / cfg["exp_name_expr"], models.epochs["expr"])
     g = torch.Generator().manual_seed(0)
     z_id = models.latents_train[int(torch.randint(len(models.latents_train), (1,), generator=g))]
     z_ex = ex_latents["train"][torch.randperm(len(ex_latents["train"]), generator=g)[:4]]
@@ -321,18 +379,15 @@ def test_recovery_with_cpu_checkpoints(kind):
 @pytest.mark.slow
 def test_fitting_script_on_synthetic_test_subject(tmp_path):
     """scripts/fitting/fitting_pointclouds.py with the CPU config on one test subject of the
-    dataset in env_paths (needs the trained CPU experiments and the single-view observations);
-    its outputs must load in the evaluation."""
+    dataset in env_paths (needs the single-view observations); its outputs must load in the
+    evaluation."""
     import sys
 
-    import env_paths
     from nphm.data import DataManager
     from nphm.evaluation import EvalSettings, evaluate_results_dir
 
     cfg = fio.load_fitting_config(ROOT / "configs" / "fitting_nphm_cpu.yaml")
-    for name in (cfg["exp_name_shape"], cfg["exp_name_expr"]):
-        if not (env_paths.EXPERIMENT_DIR / name / "checkpoints").is_dir():
-            pytest.skip(f"experiment {name} not trained in {env_paths.EXPERIMENT_DIR}")
+    experiment_dir = cpu_experiments(cfg)
     try:
         manager = DataManager()
         subject = manager.subjects("test")[0]
@@ -344,7 +399,8 @@ def test_fitting_script_on_synthetic_test_subject(tmp_path):
 
     code = fitting_pointclouds.main(["-cfg_file", str(ROOT / "configs" / "fitting_nphm_cpu.yaml"), "-exp_name", "t",
                                      "-exp_tag", "t", "-resolution", "96", "--subjects", str(subject), "--steps", "60",
-                                     "--fitting_dir", str(tmp_path), "--device", "cpu"])
+                                     "--fitting_dir", str(tmp_path), "--device", "cpu",
+                                     "--experiment_dir", str(experiment_dir)])
     assert code == 0
     out = fio.output_dir("t", "t", tmp_path)
     summary = evaluate_results_dir(out, manager, EvalSettings(n_samples=5000, resolution_scale=0.25),

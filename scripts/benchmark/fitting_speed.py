@@ -31,6 +31,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--clamp_step", type=int, default=0,
                    help="release step whose SDF clamp and loss weights the timed step uses (default: %(default)s)")
+    p.add_argument("--warm_steps", type=int, default=20,
+                   help="random weights: fitting steps run from the true latents before the timed step "
+                        "(default: %(default)s)")
+    p.add_argument("--warm_steps_trained", type=int, default=100,
+                   help="trained models (--cfg_file): fitting steps run from zero latents before the timed "
+                        "step (default: %(default)s)")
     p.add_argument("--no_step", action="store_true", help="skip the single-step comparison")
     p.add_argument("--cfg_file", type=Path, default=None, help="also time a whole fit with this fitting config")
     p.add_argument("--subject", type=int, default=None, help="subject of the whole fit (default: first test subject)")
@@ -62,7 +68,8 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     report = {"device": str(device), "threads": torch.get_num_threads()}
     if not args.no_step:
-        settings = StepBenchmarkSettings(repeats=args.repeats, clamp_step=args.clamp_step)
+        settings = StepBenchmarkSettings(repeats=args.repeats, clamp_step=args.clamp_step,
+                                         warm_steps=args.warm_steps)
         cache = args.out.parent / f"speed_network_{device.type}.pt"
         result = run_step_benchmark(settings, device, cache=cache)
         print(format_step_results(result))
@@ -70,6 +77,7 @@ def main(argv=None) -> int:
     if args.cfg_file is not None:
         try:
             trained = compare_step_on_subject(args.cfg_file, args.subject, device, repeats=args.repeats,
+                                              warm_steps=args.warm_steps_trained,
                                               data_dir=args.data_dir, single_view_dir=args.single_view_dir,
                                               experiment_dir=args.experiment_dir)
             print("\n" + format_step_results(trained))

@@ -19,7 +19,13 @@ Modules:
   :mod:`~nphm.fitting.toy`: recovery experiments and toy models for tests.
 """
 from nphm.fitting.broyden import BroydenResult, broyden
-from nphm.fitting.implicit import ForwardDeformation, RootFindingResult, find_canonical, implicit_canonical
+from nphm.fitting.implicit import (
+    ForwardDeformation,
+    RootCache,
+    RootFindingResult,
+    find_canonical,
+    implicit_canonical,
+)
 from nphm.fitting.joint import FitResult, ObservationSet, fit_identity, fit_joint, identity_loss, joint_loss
 from nphm.fitting.schedule import BroydenSettings, FittingSettings
 
@@ -30,6 +36,7 @@ __all__ = [
     "FittingSettings",
     "ForwardDeformation",
     "ObservationSet",
+    "RootCache",
     "RootFindingResult",
     "broyden",
     "find_canonical",

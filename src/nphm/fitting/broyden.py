@@ -39,6 +39,8 @@ class BroydenResult:
         converged: (N,) bool, ``residual < converge_threshold``.
         iterations: iterations run (the largest any point needed).
         evaluations: total number of point evaluations of ``g`` (including the start).
+        J_inv: (N, 3, 3) the last inverse-Jacobian estimate of every point (a start for the next
+            solve of a nearby problem).
     """
 
     x: torch.Tensor
@@ -46,6 +48,7 @@ class BroydenResult:
     converged: torch.Tensor
     iterations: int
     evaluations: int
+    J_inv: torch.Tensor
 
 
 def _norm(v: torch.Tensor) -> torch.Tensor:
@@ -130,4 +133,5 @@ def broyden(
         converged=best_norm < cvg,
         iterations=iterations,
         evaluations=evaluations,
+        J_inv=J_inv,
     )

@@ -9,7 +9,8 @@ implicit function theorem (:func:`implicit_canonical`):
     dx_c/dz = -J^{-1} dD/dz,   J = I + dD/dx at x_c,
 
 realised with autograd as ``x_c' = x_c - J^{-1} (x_p - stopgrad(x_p))`` (value ``x_c``,
-gradient the implicit one).
+gradient the implicit one). During a fit, :class:`RootCache` keeps every point's last root and
+inverse Jacobian so that the next solve starts there (warm start, see its docstring).
 
 Points are handled as one flat list ``(n, 3)`` with a group id per point (the observation whose
 latents condition the deformation); groups are packed into fixed-length rows so that one batched
@@ -161,6 +162,8 @@ class RootFindingResult:
         residual: (n,) ``||x_c + D(x_c) - x_obs||``.
         iterations: Broyden iterations run.
         evaluations: point evaluations of the deformation in the Broyden loop (start included).
+        J_inv: (n, 3, 3) Broyden's last inverse-Jacobian estimate of every point.
+        warm: number of points that started from a cached root (:class:`RootCache`).
     """
 
     canonical: torch.Tensor
@@ -168,10 +171,50 @@ class RootFindingResult:
     residual: torch.Tensor
     iterations: int
     evaluations: int
+    J_inv: Optional[torch.Tensor] = None
+    warm: int = 0
 
     @property
     def converged_fraction(self) -> float:
         return float(self.converged.float().mean()) if self.converged.numel() else 0.0
+
+
+class RootCache:
+    """The last root and inverse Jacobian of every observed point of a fit (warm starts).
+
+    During a fit the latents move little from one step to the next, and so do the roots of the
+    points drawn again. Starting Broyden at the point's last root with the inverse Jacobian there
+    (instead of at the observation with the true Jacobian there, the release's start) reaches the
+    same threshold in a few iterations and skips the Jacobian at the observation. Points never
+    solved, or not converged last time, start the release's way.
+
+    Args:
+        n_points: T, the number of observed points (all observations of the person).
+    Attributes:
+        canonical: (T, 3); J_inv: (T, 3, 3); valid: (T,) bool.
+    """
+
+    def __init__(self, n_points: int, device=None, dtype=torch.float32) -> None:
+        self.canonical = torch.zeros(n_points, 3, device=device, dtype=dtype)
+        self.J_inv = torch.zeros(n_points, 3, 3, device=device, dtype=dtype)
+        self.valid = torch.zeros(n_points, dtype=torch.bool, device=device)
+
+    def starts(self, index: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x0 (n, 3), J_inv0 (n, 3, 3), warm (n,) bool)`` for the points ``index`` (n,)."""
+        return self.canonical[index], self.J_inv[index], self.valid[index]
+
+    def store(self, index: torch.Tensor, canonical: torch.Tensor, J_inv: torch.Tensor, ok: torch.Tensor) -> None:
+        """Remember the roots of points ``index`` where ``ok``; forget the others."""
+        ok = ok & torch.isfinite(J_inv.flatten(1)).all(1) & torch.isfinite(canonical).all(1)
+        self.valid[index] = ok
+        keep = index[ok]
+        self.canonical[keep] = canonical[ok].detach()
+        self.J_inv[keep] = J_inv[ok].detach()
+
+    def copy(self) -> "RootCache":
+        other = RootCache(0)
+        other.canonical, other.J_inv, other.valid = self.canonical.clone(), self.J_inv.clone(), self.valid.clone()
+        return other
 
 
 def find_canonical(
@@ -179,54 +222,77 @@ def find_canonical(
     observed: torch.Tensor,
     group: torch.Tensor,
     settings: BroydenSettings = BroydenSettings(),
+    start: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
 ) -> RootFindingResult:
     """Solve ``x_c + D(x_c) = x_obs`` for every observed point (no autograd).
 
     Starts at ``x_c = x_obs`` with the inverse of the true Jacobian there (the release's
-    protocol), see :func:`nphm.fitting.broyden.broyden`.
+    protocol), see :func:`nphm.fitting.broyden.broyden`; points marked ``warm`` in ``start``
+    start at their given ``x0`` and ``J_inv0`` instead (:class:`RootCache`).
 
     Args:
         forward: the deformation with the latents of every group.
         observed: (n, 3) observed points in the nphm frame.
         group: (n,) ascending group (observation) id of every point.
+        start: optional ``(x0 (n, 3), J_inv0 (n, 3, 3), warm (n,) bool)``.
     """
     if observed.dim() != 2 or observed.shape[-1] != 3 or group.shape != observed.shape[:1]:
         raise ValueError(f"observed must be (n, 3) with group (n,), got {tuple(observed.shape)}, {tuple(group.shape)}")
-    if observed.shape[0] == 0:
+    n = observed.shape[0]
+    if n == 0:
         empty = observed.new_zeros(0)
-        return RootFindingResult(observed.clone(), empty.bool(), empty, 0, 0)
+        return RootFindingResult(observed.clone(), empty.bool(), empty, 0, 0, observed.new_zeros(0, 3, 3))
     forward = forward.detached()
     with torch.no_grad():
-        posed0, J0 = forward.posed_and_jacobian(observed, group)
-        posed0 = posed0.detach()
+        x0 = observed.clone()
+        J_inv0 = observed.new_empty(n, 3, 3)
+        g0 = observed.new_empty(n, 3)
+        warm = torch.zeros(n, dtype=torch.bool, device=observed.device) if start is None else start[2]
+        cold = torch.nonzero(~warm, as_tuple=True)[0]
+        hot = torch.nonzero(warm, as_tuple=True)[0]
+        if cold.numel():
+            posed, J = forward.posed_and_jacobian(observed[cold], group[cold])
+            g0[cold] = posed.detach() - observed[cold]
+            J_inv0[cold] = batched_inverse(J)
+        if hot.numel():
+            x0[hot] = start[0][hot]
+            J_inv0[hot] = start[1][hot]
+            g0[hot] = forward.posed(x0[hot], group[hot]) - observed[hot]
 
         def residual(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
             return forward.posed(x, group[index]) - observed[index]
 
-        result = broyden(residual, observed, batched_inverse(J0), settings, g0=posed0 - observed)
+        result = broyden(residual, x0, J_inv0, settings, g0=g0)
     return RootFindingResult(
         canonical=result.x,
         converged=result.converged,
         residual=result.residual,
         iterations=result.iterations,
-        evaluations=result.evaluations + observed.shape[0],
+        evaluations=result.evaluations + n,
+        J_inv=result.J_inv,
+        warm=int(hot.numel()),
     )
 
 
-def implicit_canonical(forward: ForwardDeformation, canonical: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+def implicit_canonical(
+    forward: ForwardDeformation, canonical: torch.Tensor, group: torch.Tensor, return_inverse: bool = False
+):
     """Canonical points whose gradient w.r.t. the latents is the implicit one.
 
     Args:
         canonical: (n, 3) roots from :func:`find_canonical` (treated as constants).
         group: (n,) ascending group ids.
+        return_inverse: also return ``J^{-1}`` (n, 3, 3) at the roots (detached).
     Returns:
         (n, 3) equal in value to ``canonical``; backpropagating through it gives
         ``dx_c/dz = -J^{-1} dD/dz`` with ``J = I + dD/dx`` at ``x_c`` (detached).
+        With ``return_inverse``, the pair ``(points, J_inv)``.
     """
     x_c = canonical.detach()
     if x_c.shape[0] == 0:
-        return x_c
+        return (x_c, x_c.new_zeros(0, 3, 3)) if return_inverse else x_c
     posed, J = forward.posed_and_jacobian(x_c, group)
     J_inv = batched_inverse(J.detach())
     correction = posed - posed.detach()
-    return x_c - (J_inv @ correction[..., None])[..., 0]
+    moved = x_c - (J_inv @ correction[..., None])[..., 0]
+    return (moved, J_inv) if return_inverse else moved

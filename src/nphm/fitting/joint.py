@@ -8,7 +8,8 @@ Every step (release protocol, see :mod:`nphm.fitting.schedule` for the knobs):
 2. draw ``observations_per_step`` observations and ``points_per_observation`` points of each,
    both with replacement;
 3. canonical correspondences of the drawn points by Broyden root finding
-   (:func:`nphm.fitting.implicit.find_canonical`);
+   (:func:`nphm.fitting.implicit.find_canonical`); a point drawn again starts from its last
+   root (:class:`nphm.fitting.implicit.RootCache`, ``broyden.warm_start``);
 4. the implicit-gradient correction (:func:`nphm.fitting.implicit.implicit_canonical`);
 5. loss = surface term on the converged points within the SDF clamp + latent regularisers
    (:mod:`nphm.fitting.losses`), weighted by the scheduled lambdas.
@@ -35,7 +36,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from nphm.fitting.implicit import ForwardDeformation, RootFindingResult, find_canonical, implicit_canonical
+from nphm.fitting.implicit import (
+    ForwardDeformation,
+    RootCache,
+    RootFindingResult,
+    find_canonical,
+    implicit_canonical,
+)
 from nphm.fitting.losses import expression_regulariser, identity_regularisers, surface_loss, weighted_total
 from nphm.fitting.schedule import BroydenSettings, FittingSettings
 
@@ -123,6 +130,8 @@ class StepStats:
     broyden_iterations: int = 0
     #: deformation evaluations per distinct point in the Broyden loop (the start included)
     broyden_evaluations: float = 0.0
+    #: fraction of the distinct points that started from their last root (warm start)
+    warm_fraction: float = 0.0
 
 
 def _sdf(identity: nn.Module, points: torch.Tensor, z_id: torch.Tensor, anchors, mode: Optional[str]) -> torch.Tensor:
@@ -176,6 +185,7 @@ def joint_loss(
     broyden_settings: BroydenSettings = BroydenSettings(),
     unobserved: Sequence[int] = (30, 31, 39),
     query_mode: Optional[str] = None,
+    root_cache: Optional[RootCache] = None,
 ) -> StepLoss:
     """Loss of one joint fitting step for given draws.
 
@@ -192,6 +202,9 @@ def joint_loss(
         obs_idx: (O,) drawn observations; point_idx: (O, P) drawn points (indices into
             ``observations.points``).
         clamp: SDF threshold of the surface loss; lambdas: loss weights.
+        root_cache: warm starts of the root finding (:class:`RootCache` over
+            ``observations.points``); updated with this step's roots and, for the points of the
+            implicit pass, the exact inverse Jacobians there.
     """
     anchors = identity.anchors(z_id[None])  # (1, K, 3) or None
     uniq, mult = _distinct(point_idx)
@@ -204,7 +217,10 @@ def joint_loss(
         z_ex[groups],
         None if anchors is None else anchors.expand(G, -1, -1),
     )
-    roots: RootFindingResult = find_canonical(forward, observations.points[uniq], group, broyden_settings)
+    start = None if root_cache is None else root_cache.starts(uniq)
+    roots: RootFindingResult = find_canonical(forward, observations.points[uniq], group, broyden_settings, start)
+    if root_cache is not None:
+        root_cache.store(uniq, roots.canonical, roots.J_inv, roots.converged)
     conv = torch.nonzero(roots.converged, as_tuple=True)[0]
     weight = mult[conv]
     x_c = roots.canonical[conv].detach().requires_grad_(True)
@@ -218,8 +234,11 @@ def joint_loss(
         sel = torch.nonzero(in_clamp, as_tuple=True)[0]
         if sel.numel() == 0:
             return
-        moved = implicit_canonical(forward, x_c[sel].detach(), conv_group[sel])
+        moved, J_inv = implicit_canonical(forward, x_c[sel].detach(), conv_group[sel], return_inverse=True)
         (grad_points[sel] * moved).sum().backward(inputs=[z_id, z_ex])
+        if root_cache is not None:
+            index = uniq[conv[sel]]
+            root_cache.store(index, x_c[sel].detach(), J_inv, torch.ones_like(index, dtype=torch.bool))
 
     n_drawn = point_idx.numel()
     stats = StepStats(
@@ -229,6 +248,7 @@ def joint_loss(
         in_clamp_fraction=float(weight[in_clamp].sum()) / n_drawn,
         broyden_iterations=roots.iterations,
         broyden_evaluations=roots.evaluations / max(1, int(uniq.numel())),
+        warm_fraction=roots.warm / max(1, int(uniq.numel())),
     )
     return StepLoss(weighted_total(terms, lambdas), terms, stats, [z_id, z_ex], x_c, finish)
 
@@ -266,7 +286,8 @@ class FitResult:
         anchors: (K, 3) anchors of ``z_id`` (None for NPM).
         history: one dict per step: ``loss``, every term, ``converged`` and ``in_clamp`` (fractions of
             the drawn points), ``lr``, ``broyden_iterations`` (most any point needed) and
-            ``broyden_evaluations`` (per point, on average).
+            ``broyden_evaluations`` (per point, on average), ``warm`` (fraction of the distinct
+            points started from their last root).
         seconds: wall time of the optimisation.
     """
 
@@ -310,7 +331,7 @@ def _optimise(
         record = {"loss": float(loss.total.detach()), **{k: float(v.detach()) for k, v in loss.terms.items()},
                   "converged": loss.stats.converged_fraction, "in_clamp": loss.stats.in_clamp_fraction, "lr": lr,
                   "broyden_iterations": loss.stats.broyden_iterations,
-                  "broyden_evaluations": loss.stats.broyden_evaluations}
+                  "broyden_evaluations": loss.stats.broyden_evaluations, "warm": loss.stats.warm_fraction}
         history.append(record)
         if progress:
             bar.set_postfix(_postfix(loss.terms, loss.stats, joint), refresh=False)
@@ -347,12 +368,13 @@ def fit_joint(
     z_id = torch.zeros(identity.lat_dim, device=device, requires_grad=True)
     z_ex = torch.zeros(len(obs), deformation.lat_dim_expr, device=device, requires_grad=True)
     lambdas_cache: Dict[int, Dict[str, float]] = {}
+    cache = RootCache(len(obs.points), device=device, dtype=obs.points.dtype) if settings.broyden.warm_start else None
 
     def loss_fn(step: int, s: FittingSettings):
         lambdas = lambdas_cache.setdefault(step, s.lambdas_at(step))
         obs_idx, point_idx = obs.draw(s.observations_per_step, s.points_per_observation, generator)
         return joint_loss(identity, deformation, z_id, z_ex, obs, obs_idx, point_idx, s.clamp_at(step), lambdas,
-                          s.broyden, s.unobserved_local_latents, query_mode)
+                          s.broyden, s.unobserved_local_latents, query_mode, cache)
 
     with frozen(identity, deformation, eval_mode=(False, True)):
         history, seconds = _optimise(loss_fn, [z_id, z_ex], settings, progress, desc, joint=True)

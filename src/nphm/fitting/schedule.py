@@ -46,6 +46,10 @@ class BroydenSettings:
     diverge_threshold: float = 0.2
     #: added to the Sherman-Morrison denominator with its sign (release: 1e-6)
     eps: float = 1e-6
+    #: joint fitting: start a point that converged in an earlier step at its last root and
+    #: inverse Jacobian instead of at the observation (not in the release; the roots and the
+    #: threshold are the same, it only saves iterations and the Jacobian at the observation)
+    warm_start: bool = True
 
     def __post_init__(self) -> None:
         if self.max_iters < 0:
