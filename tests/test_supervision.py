@@ -154,6 +154,20 @@ def test_deformation_supervision_uses_the_face_region_both_directions():
     front = pairs[:, 2] > 0.01
     assert np.allclose(pairs[front, 3:] - pairs[front, :3], [0.0, 0.1, 0.0], atol=1e-6)
 
+    # with extra pairs outside the face region: those lie on the other faces, and the part
+    # that does not move (z < 0) maps every point to itself
+    pairs = sample_deformation_supervision(mesh.vertices, posed, mesh.faces, mask, 500, np.random.default_rng(6),
+                                           sigmas=(0.0, 0.0), n_non_face_per_direction=300)
+    assert pairs.shape == (2 * 2 * 800, 6)
+    outside = np.setdiff1d(np.arange(len(mesh.faces)), faces_within_mask(mesh.faces, mask))
+    rest = trimesh.Trimesh(mesh.vertices, mesh.faces[outside], process=False)
+    d_face = _closest_distance(region, pairs[:, :3].astype(np.float64))
+    d_rest = _closest_distance(rest, pairs[:, :3].astype(np.float64))
+    assert np.all(np.minimum(d_face, d_rest) < 1e-6)
+    assert abs(np.mean(d_face > 1e-6) - 600 / 1600) < 0.05  # the extra 2 x 2 x 300 rows, off the face region
+    back = pairs[:, 2] < -0.1  # on faces whose vertices all stay
+    assert back.sum() > 100 and np.allclose(pairs[back, 3:], pairs[back, :3], atol=1e-6)
+
 
 # ----------------------------------------------------------------------------- storage
 def _rows(n, seed=0):

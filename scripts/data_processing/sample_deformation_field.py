@@ -10,8 +10,11 @@ sigma (release: 0.01 and 0.002). Output, one file per item:
 (see nphm.preprocessing.storage). Finished items are skipped; a failing item is reported and
 the run continues.
 
-Sample counts: --preset release uses the release's 250 k points per direction and sigma;
---preset synthetic fewer; the default picks by the dataset's name. Explicit flags override.
+Sample counts: --preset release uses the release's 250 k points per direction and sigma, on the
+face region only; --preset synthetic fewer, plus half as many on the rest of the head (the
+synthetic registrations are exact everywhere, and without them nothing keeps the deformation of
+the back of the head and the neck at zero; not in the release). The default picks by the
+dataset's name. Explicit flags override.
 
 Example:
     python scripts/data_processing/sample_deformation_field.py --data_dir work/dataset --workers 2
@@ -30,8 +33,6 @@ from nphm.utils.cli import (  # noqa: E402
     selected_subjects,
 )
 
-PRESETS = {"release": {"n_per_direction": 250_000}, "synthetic": {"n_per_direction": 10_000}}
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,7 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_subject_args(p)
     add_preset_arg(p)
     p.add_argument("--n_per_direction", type=int, default=None,
-                   help="pairs per direction and sigma (release: 250000)")
+                   help="pairs per direction and sigma on the face region (release: 250000)")
+    p.add_argument("--n_non_face_per_direction", type=int, default=None,
+                   help="extra pairs per direction and sigma outside the face region (release: 0)")
     p.add_argument("--sigmas", type=float, nargs="+", default=[0.01, 0.002],
                    help="standard deviations of the normal offsets (default: %(default)s)")
     add_job_args(p, "re-sample items whose files exist")
@@ -51,12 +54,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from nphm.data import DataManager
-    from nphm.preprocessing import DeformationSettings, sample_deformation_dataset
+    from dataclasses import replace
+
+    from nphm.preprocessing import PRESETS, sample_deformation_dataset
 
     manager = DataManager(args.data_dir, args.description)
     preset = resolve_preset(manager, args.preset)
-    n = args.n_per_direction if args.n_per_direction is not None else PRESETS[preset]["n_per_direction"]
-    settings = DeformationSettings(n_per_direction=n, sigmas=tuple(args.sigmas))
+    overrides = {k: getattr(args, k) for k in ("n_per_direction", "n_non_face_per_direction")
+                 if getattr(args, k) is not None}
+    settings = replace(PRESETS[preset]["deformation"], sigmas=tuple(args.sigmas), **overrides)
     subjects = selected_subjects(manager, args)
     print(f"{len(subjects)} subjects, preset {preset}: {settings}")
     results = sample_deformation_dataset(manager, args.out_dir, subjects, settings, seed=args.seed,

@@ -30,11 +30,6 @@ from nphm.utils.cli import (  # noqa: E402
     selected_subjects,
 )
 
-PRESETS = {
-    "release": {"n_samples": 25_000_000, "n_non_face": 1_000_000},
-    "synthetic": {"n_samples": 500_000, "n_non_face": 100_000},
-}
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,15 +50,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from nphm.data import DataManager
-    from nphm.preprocessing import IdentitySettings, sample_identity_dataset
+    from dataclasses import replace
+
+    from nphm.preprocessing import PRESETS, sample_identity_dataset
 
     manager = DataManager(args.data_dir, args.description)
     preset = resolve_preset(manager, args.preset)
-    values = dict(PRESETS[preset])
-    for key in values:
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
-    settings = IdentitySettings(face_radius=args.face_radius, **values)
+    overrides = {k: getattr(args, k) for k in ("n_samples", "n_non_face") if getattr(args, k) is not None}
+    settings = replace(PRESETS[preset]["identity"], face_radius=args.face_radius, **overrides)
     subjects = selected_subjects(manager, args)
     print(f"{len(subjects)} subjects, preset {preset}: {settings}")
     results = sample_identity_dataset(manager, args.out_dir, subjects, settings, seed=args.seed,

@@ -77,9 +77,6 @@ README_COLUMNS = (
     ("f_score_05", "F-score@1mm"),
     ("f_score_10", "F-score@5mm"),
 )
-#: Supervision sample counts for the synthetic set (the "synthetic" presets of the scripts).
-IDENTITY_SAMPLES = {"n_samples": 500_000, "n_non_face": 100_000}
-DEFORMATION_SAMPLES = {"n_per_direction": 10_000}
 
 
 @dataclass
@@ -236,16 +233,16 @@ def _load_yaml(path: Path) -> dict:
 
 
 def _ensure_supervision(cfg: QualityConfig, manager, kind: str, log: Log) -> None:
-    from nphm.preprocessing import DeformationSettings, IdentitySettings
+    from nphm.preprocessing import PRESETS
     from nphm.preprocessing.jobs import sample_deformation_dataset, sample_identity_dataset
 
     subjects = sorted(set(manager.subjects("train")) | set(manager.subjects("eval")))
     if kind == "identity":
         runs = sample_identity_dataset(manager, cfg.supervision_identity, subjects,
-                                       IdentitySettings(**IDENTITY_SAMPLES), workers=cfg.workers)
+                                       PRESETS["synthetic"]["identity"], workers=cfg.workers)
     else:
         runs = sample_deformation_dataset(manager, cfg.supervision_deformation, subjects,
-                                          DeformationSettings(**DEFORMATION_SAMPLES), workers=cfg.workers)
+                                          PRESETS["synthetic"]["deformation"], workers=cfg.workers)
     for results in tqdm(runs, total=len(subjects), desc=f"{kind} supervision", unit="subject"):
         for r in results:
             if r.status == "failed":

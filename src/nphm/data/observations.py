@@ -35,6 +35,7 @@ from nphm.data.frames import FLAME_TO_NPHM_SCALE
 from nphm.data.manager import DataManager
 from nphm.rendering import Camera, MeshRayCaster, fibonacci_sphere, look_at
 from nphm.utils.io import save_npy
+from nphm.utils.results import ItemResult
 
 
 @dataclass(frozen=True)
@@ -147,16 +148,6 @@ def item_rngs(seed: int, subject: int, expression: int) -> Tuple[np.random.Gener
 def _outputs(manager: DataManager, subject: int, expression: int, with_back: bool) -> List:
     views = [False, True] if with_back else [False]
     return [manager.observation_path(subject, expression, back=b, full=f) for b in views for f in (False, True)]
-
-
-@dataclass
-class ItemResult:
-    """Outcome for one scan: ``status`` is "done", "skipped" (already finished) or "failed"."""
-
-    subject: int
-    expression: int
-    status: str
-    message: str = ""
 
 
 def generate_item(manager: DataManager, subject: int, expression: int, with_back: bool, seed: int,

@@ -6,6 +6,7 @@ from nphm.preprocessing.jobs import (
     DeformationSettings,
     IdentitySettings,
     ItemResult,
+    PRESETS,
     sample_deformation_dataset,
     sample_identity_dataset,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "IdentitySamples",
     "IdentitySettings",
     "ItemResult",
+    "PRESETS",
     "RowArray",
     "SupervisionError",
     "deformation_path",

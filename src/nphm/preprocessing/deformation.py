@@ -73,13 +73,19 @@ def sample_deformation_supervision(
     n_per_direction: int,
     rng: np.random.Generator,
     sigmas: Sequence[float] = SIGMAS_RELEASE,
+    n_non_face_per_direction: int = 0,
 ) -> np.ndarray:
-    """Shuffled ``(2 * len(sigmas) * n_per_direction, 6)`` float32 rows ``[x_neutral, x_posed]``.
+    """Shuffled ``(2 * len(sigmas) * (n_per_direction + n_non_face_per_direction), 6)`` float32
+    rows ``[x_neutral, x_posed]``.
 
     Args:
         neutral_vertices, posed_vertices: (V, 3) registrations (same topology), nphm frame.
         faces: (F, 3) registration faces.
         face_vertex_mask: bool (V,), the face region; faces with all three vertices inside are used.
+        n_non_face_per_direction: pairs per direction and sigma drawn, in addition, on the faces
+            outside the face region (release: 0, the face region only; then nothing constrains the
+            deformation of the back of the head and the neck, which drifts by millimetres where
+            the registrations are good enough to say that it should not move).
     """
     neutral_vertices = np.asarray(neutral_vertices, dtype=np.float64)
     posed_vertices = np.asarray(posed_vertices, dtype=np.float64)
@@ -89,12 +95,16 @@ def sample_deformation_supervision(
     if mask.shape != (len(neutral_vertices),):
         raise ValueError(f"face mask has {mask.shape[0]} entries, the registration {len(neutral_vertices)} vertices")
     subset = faces_within_mask(faces, mask)
+    regions = [(subset, n_per_direction)]
+    if n_non_face_per_direction > 0:
+        regions.append((np.setdiff1d(np.arange(len(faces)), subset), n_non_face_per_direction))
     parts = []
     for sigma in sigmas:
-        fwd = sample_correspondences(neutral_vertices, posed_vertices, faces, n_per_direction, sigma, rng, subset)
-        bwd = sample_correspondences(posed_vertices, neutral_vertices, faces, n_per_direction, sigma, rng, subset)
-        parts.append(np.concatenate([fwd.source, fwd.target], axis=1))
-        parts.append(np.concatenate([bwd.target, bwd.source], axis=1))
+        for region, n in regions:
+            fwd = sample_correspondences(neutral_vertices, posed_vertices, faces, n, sigma, rng, region)
+            bwd = sample_correspondences(posed_vertices, neutral_vertices, faces, n, sigma, rng, region)
+            parts.append(np.concatenate([fwd.source, fwd.target], axis=1))
+            parts.append(np.concatenate([bwd.target, bwd.source], axis=1))
     pairs = np.concatenate(parts).astype(np.float32)
     if not np.all(np.isfinite(pairs)):
         raise ValueError("non-finite correspondences (non-finite registration vertices?)")

@@ -23,6 +23,7 @@ from nphm.preprocessing.identity import (
     N_SAMPLES_RELEASE,
     sample_identity_supervision,
 )
+from nphm.utils.results import ItemResult
 
 _STREAM_IDENTITY, _STREAM_DEFORMATION = 0, 1
 
@@ -47,17 +48,23 @@ class DeformationSettings:
 
     n_per_direction: int = N_PER_DIRECTION_RELEASE
     sigmas: Tuple[float, ...] = field(default=SIGMAS_RELEASE)
+    #: extra pairs outside the face region (release: 0, see sample_deformation_supervision)
+    n_non_face_per_direction: int = 0
 
 
-@dataclass
-class ItemResult:
-    """Outcome of one ``(subject, expression)``: status ``done``, ``skipped`` or ``failed``."""
-
-    subject: int
-    expression: int
-    status: str
-    message: str = ""
-    seconds: float = 0.0
+#: Sample counts of the scripts' ``--preset`` values: the release's, and smaller ones for the
+#: synthetic set (which also constrains the deformation outside the face region, see
+#: :func:`nphm.preprocessing.deformation.sample_deformation_supervision`).
+PRESETS = {
+    "release": {
+        "identity": IdentitySettings(),
+        "deformation": DeformationSettings(),
+    },
+    "synthetic": {
+        "identity": IdentitySettings(n_samples=500_000, n_non_face=100_000),
+        "deformation": DeformationSettings(n_per_direction=10_000, n_non_face_per_direction=5_000),
+    },
+}
 
 
 # ----------------------------------------------------------------------------- identity
@@ -122,7 +129,7 @@ def deformation_items(manager, root: Union[str, Path], subject: int, settings: D
             pairs = sample_deformation_supervision(
                 np.asarray(reg_neutral.vertices), np.asarray(posed.vertices), np.asarray(reg_neutral.faces), mask,
                 settings.n_per_direction, item_rng(seed, subject, expression, _STREAM_DEFORMATION),
-                sigmas=settings.sigmas,
+                sigmas=settings.sigmas, n_non_face_per_direction=settings.n_non_face_per_direction,
             )
             storage.write_deformation(root, subject, expression, pairs)
             results.append(ItemResult(subject, expression, "done", f"{len(pairs)} pairs", time.time() - start))

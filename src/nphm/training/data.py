@@ -27,11 +27,20 @@ _STREAM_ITEMS, _STREAM_ORDER, _STREAM_WORKERS = 11, 12, 13
 _MAX_LISTED = 10
 
 
-def _raise_collected(errors: List[str], what: str) -> None:
+def _open_all(opener, keys: Sequence[Tuple[int, int]], what: str) -> list:
+    """``[opener(s, e) for s, e in keys]``; every broken or missing file is collected and
+    reported in one :class:`SupervisionError` naming them."""
+    sources, errors = [], []
+    for s, e in keys:
+        try:
+            sources.append(opener(s, e))
+        except SupervisionError as err:
+            errors.append(str(err))
     if errors:
         listed = "\n  ".join(errors[:_MAX_LISTED])
         more = f"\n  ... and {len(errors) - _MAX_LISTED} more" if len(errors) > _MAX_LISTED else ""
         raise SupervisionError(f"{len(errors)} broken or missing {what} file(s):\n  {listed}{more}")
+    return sources
 
 
 def uniform_ball(n: int, radius: float, rng: np.random.Generator) -> np.ndarray:
@@ -94,14 +103,9 @@ class IdentityDataset(_KeyedDataset):
         self.expressions = [manager.neutral_expression(s, "open") for s in self.subjects]
         self.n_face, self.n_non_face, self.n_far = int(n_face), int(n_non_face), int(n_far)
         self.sigma_near, self.far_radius = float(sigma_near), float(far_radius)
-        self.sources: List[Tuple[RowArray, RowArray]] = []
-        errors = []
-        for s, e in zip(self.subjects, self.expressions):
-            try:
-                self.sources.append(open_identity(self.root, s, e))
-            except SupervisionError as err:
-                errors.append(str(err))
-        _raise_collected(errors, "identity supervision")
+        self.sources: List[Tuple[RowArray, RowArray]] = _open_all(
+            lambda s, e: open_identity(self.root, s, e), list(zip(self.subjects, self.expressions)),
+            "identity supervision")
         self.gt_anchors = None
         if with_anchors:
             anchors = [manager.anchors(s, e) for s, e in zip(self.subjects, self.expressions)]
@@ -162,14 +166,9 @@ class DeformationDataset(_KeyedDataset):
             (s, e, i) for i, s in enumerate(self.subjects) for e in manager.expressions(s)
         ]
         self.n_points, self.n_zero, self.zero_box = int(n_points), int(n_zero), float(zero_box)
-        self.sources: List[RowArray] = []
-        errors = []
-        for s, e, _ in self.items:
-            try:
-                self.sources.append(open_deformation(self.root, s, e))
-            except SupervisionError as err:
-                errors.append(str(err))
-        _raise_collected(errors, "deformation supervision")
+        self.sources: List[RowArray] = _open_all(
+            lambda s, e: open_deformation(self.root, s, e), [(s, e) for s, e, _ in self.items],
+            "deformation supervision")
 
     def __len__(self) -> int:
         return len(self.items)

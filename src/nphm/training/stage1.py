@@ -17,11 +17,11 @@ from nphm.models.factory import identity_from_config, is_local_identity
 from nphm.reconstruction import PREVIEW_BOUNDS, mesh_identity
 from nphm.training.config import training_settings
 from nphm.training.data import IdentityDataset
-from nphm.training.distributed import broadcast_module, init_distributed, shutdown_distributed
+from nphm.training.distributed import init_distributed, shutdown_distributed
 from nphm.training.experiment import prepare_experiment, seed_everything
 from nphm.training.losses import identity_losses
 from nphm.training.preview import render_meshes, save_preview_mesh, try_mesh
-from nphm.training.trainer import AutoDecoderTrainer
+from nphm.training.trainer import run_training
 
 PathLike = Union[str, os.PathLike]
 
@@ -152,11 +152,7 @@ def train(
             supervision_dir = env_paths().SUPERVISION_IDENTITY
         manager = DataManager(data_dir, description)
         task = IdentityTask(cfg, settings, manager, supervision_dir, device)
-        trainer = AutoDecoderTrainer(task, settings, exp_dir, device, dist_info, wandb_mode=wandb_mode,
-                                     project="nphm_identity", config=cfg, progress=progress)
-        broadcast_module(task.network, dist_info)
-        broadcast_module(trainer.latents.embedding, dist_info)
-        broadcast_module(trainer.latents_val.embedding, dist_info)
-        return trainer.train(stop_after=stop_after)
+        return run_training(task, settings, exp_dir, device, dist_info, wandb_mode, "nphm_identity", cfg, progress,
+                            stop_after)
     finally:
         shutdown_distributed(dist_info)

@@ -33,12 +33,12 @@ from nphm.query import deform_points
 from nphm.reconstruction import PREVIEW_BOUNDS, mesh_identity
 from nphm.training.config import training_settings
 from nphm.training.data import DeformationDataset
-from nphm.training.distributed import broadcast_module, init_distributed, shutdown_distributed
+from nphm.training.distributed import init_distributed, shutdown_distributed
 from nphm.training.experiment import prepare_experiment, seed_everything
 from nphm.training.latents import renormalized
 from nphm.training.losses import deformation_losses
 from nphm.training.preview import render_meshes, save_preview_mesh, try_mesh
-from nphm.training.trainer import AutoDecoderTrainer
+from nphm.training.trainer import run_training
 
 PathLike = Union[str, os.PathLike]
 
@@ -273,11 +273,7 @@ def train(
         anchors_path = manager.asset_path("anchors_mean") if local else None
         identity = FrozenIdentity(id_dir, id_epoch, device, anchors_path)
         task = ExpressionTask(cfg, settings, manager, supervision_dir, identity, mode, device)
-        trainer = AutoDecoderTrainer(task, settings, exp_dir, device, dist_info, wandb_mode=wandb_mode,
-                                     project="nphm_expression", config=cfg, progress=progress)
-        broadcast_module(task.network, dist_info)
-        broadcast_module(trainer.latents.embedding, dist_info)
-        broadcast_module(trainer.latents_val.embedding, dist_info)
-        return trainer.train(stop_after=stop_after)
+        return run_training(task, settings, exp_dir, device, dist_info, wandb_mode, "nphm_expression", cfg, progress,
+                            stop_after)
     finally:
         shutdown_distributed(dist_info)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from nphm.checkpoints import available_epochs, load_state_dict_checked, read_checkpoint, save_checkpoint
 from nphm.training.config import lr_at
 from nphm.training.data import iterate_epoch
-from nphm.training.distributed import DistInfo, all_reduce_gradients, all_reduce_sum, barrier
+from nphm.training.distributed import DistInfo, all_reduce_gradients, all_reduce_sum, barrier, broadcast_module
 from nphm.training.latents import LatentTable
 from nphm.training.losses import weighted_total
 from nphm.training.state import capture_rng, restore_rng
@@ -284,3 +284,16 @@ class AutoDecoderTrainer:
                 tqdm.write(f"epoch {epoch}: preview {png}")
         finally:
             self.network.train()
+
+
+def run_training(task: TrainingTask, settings: Mapping[str, Any], exp_dir: PathLike, device: torch.device,
+                 dist_info: DistInfo, wandb_mode: str, project: str, config: Mapping[str, Any], progress: bool,
+                 stop_after: Optional[int]) -> Dict[str, Any]:
+    """Train ``task`` with an :class:`AutoDecoderTrainer` (network and latent tables start equal in
+    every process of a data-parallel run) and return what :meth:`AutoDecoderTrainer.train` returns."""
+    trainer = AutoDecoderTrainer(task, settings, exp_dir, device, dist_info, wandb_mode=wandb_mode,
+                                 project=project, config=config, progress=progress)
+    broadcast_module(task.network, dist_info)
+    broadcast_module(trainer.latents.embedding, dist_info)
+    broadcast_module(trainer.latents_val.embedding, dist_info)
+    return trainer.train(stop_after=stop_after)
