@@ -1,4 +1,4 @@
-"""End-to-end demo: held-out synthetic heads fitted with the shipped pretrained NPHM.
+"""End-to-end demo: held-out synthetic heads fitted with the shipped pretrained NPHM (or NPM).
 
 Steps (each skips finished work, so an interrupted demo resumes):
 
@@ -167,14 +167,15 @@ def _fit(cfg: DemoConfig, manager, subjects: List[int], fits: Path) -> Dict[str,
             _log(f"FAILED subject {o.subject}: {o.message}")
         elif o.status == "done":
             _log(f"subject {o.subject}: fitted {len(o.expressions)} expressions in {o.seconds_total:.0f} s")
-    return {"models": {"identity": f"{fit_cfg['exp_name_shape']} (epoch {models.epochs['shape']})",
+    return {"method": "NPHM" if fit_cfg.get("local_shape", True) else "NPM",
+            "models": {"identity": f"{fit_cfg['exp_name_shape']} (epoch {models.epochs['shape']})",
                        "expression": f"{fit_cfg['exp_name_expr']} (epoch {models.epochs.get('expr')})"},
             "steps": settings.n_iterations, "release_steps": settings.steps,
             "points_per_step": f"{settings.observations_per_step} x {settings.points_per_observation}",
             "device": str(device), "failed": failed}
 
 
-def _renders(manager, subjects: List[int], fits: Path, out: Path) -> List[Path]:
+def _renders(manager, subjects: List[int], fits: Path, out: Path, method: str) -> List[Path]:
     from nphm.data.manager import load_mesh
     from nphm.evaluation.pipeline import find_prediction
     from nphm.training.preview import render_meshes
@@ -186,7 +187,7 @@ def _renders(manager, subjects: List[int], fits: Path, out: Path) -> List[Path]:
         fitted = []
         for e in expressions:
             pred = find_prediction(fits, subject, e)
-            fitted.append((f"NPHM fit {subject}_{e}", load_mesh(pred) if pred is not None else None))
+            fitted.append((f"{method} fit {subject}_{e}", load_mesh(pred) if pred is not None else None))
         path = out / f"{subject}.png"
         render_meshes(path, gt + fitted, title=f"subject {subject}: scans (top), fits (bottom)",
                       max_columns=len(expressions))
@@ -210,11 +211,12 @@ def write_report(cfg: DemoConfig, info: Dict[str, object], gathered, renders: Li
 
     ev = cfg.evaluation
     fit = info["fit"]
-    result = MethodResult("nphm", "NPHM", totals=gathered.totals if gathered else {})
+    method = fit.get("method", "NPHM")
+    result = MethodResult(method.lower(), method, totals=gathered.totals if gathered else {})
     names = info.get("expression_names") or []
     expr_text = ", ".join(f"{e} ({names[e]})" if e < len(names) else str(e) for e in range(info["n_expressions"]))
     lines = [
-        "# NPHM demo: fitting held-out synthetic heads from single-view point clouds", "",
+        f"# {method} demo: fitting held-out synthetic heads from single-view point clouds", "",
         f"- Test identities {info['subjects']} of the synthetic set the shipped models were trained on "
         f"(seed {info['seed']}, {info['n_train_subjects']} subjects; these are in its test split, never used for "
         f"training), expressions {expr_text}.",
@@ -312,7 +314,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     seconds["evaluation"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    renders = _renders(manager, subjects, fits, cfg.out_dir / "renders")
+    renders = _renders(manager, subjects, fits, cfg.out_dir / "renders", fit_info["method"])
     seconds["renders"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start
     info = {"subjects": subjects, "seed": train["seed"], "n_train_subjects": train["n_subjects"],
