@@ -14,16 +14,13 @@ tests (same maths, different code). Not meant for real use.
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from nphm.fitting.schedule import BroydenSettings
-from nphm.models.deepsdf import SOFTPLUS_BETA
-from nphm.models.reference import naive_deepsdf, naive_nphm_sdf
+from nphm.models.reference import naive_deepsdf, naive_mlp, naive_nphm_sdf
 
 
 def naive_deformation(
@@ -45,15 +42,7 @@ def naive_deformation(
             cond = torch.cat([per_point(z_id[:, : model.lat_dim_glob_shape]), per_point(z_ex)], dim=-1)
         else:
             cond = per_point(z_ex)
-    inp = torch.cat([points, cond], dim=-1)
-    h = inp
-    for layer, lin in enumerate(mlp.layers()):
-        if layer == mlp.skip:
-            h = torch.cat([h, inp], dim=-1) / math.sqrt(2.0)
-        h = lin(h)
-        if layer < mlp.nlayers:
-            h = F.softplus(h, beta=SOFTPLUS_BETA)
-    return h
+    return naive_mlp(mlp, torch.cat([points, cond], dim=-1))
 
 
 def backward_jacobian(f, x: torch.Tensor) -> torch.Tensor:

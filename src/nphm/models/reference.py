@@ -15,10 +15,8 @@ from nphm.models.deepsdf import SOFTPLUS_BETA, DeepSDF
 from nphm.models.identity import BACKGROUND_DIST2, BLEND_VARIANCE, DIST_EPS, NORM_EPS, NPHMIdentity
 
 
-def naive_deepsdf(mlp: DeepSDF, xyz: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
-    """DeepSDF MLP with the latent concatenated to every point. xyz (B, N, 3), lat (B, L)."""
-    B, N, _ = xyz.shape
-    inp = torch.cat([xyz, lat[:, None, :].expand(B, N, lat.shape[-1])], dim=-1)
+def naive_mlp(mlp: DeepSDF, inp: torch.Tensor) -> torch.Tensor:
+    """The DeepSDF MLP layer by layer on full per-point inputs ``inp`` (..., 3 + L)."""
     h = inp
     for layer, lin in enumerate(mlp.layers()):
         if layer == mlp.skip:
@@ -27,6 +25,12 @@ def naive_deepsdf(mlp: DeepSDF, xyz: torch.Tensor, lat: torch.Tensor) -> torch.T
         if layer < mlp.nlayers:
             h = F.softplus(h, beta=SOFTPLUS_BETA)
     return h
+
+
+def naive_deepsdf(mlp: DeepSDF, xyz: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
+    """DeepSDF MLP with the latent concatenated to every point. xyz (B, N, 3), lat (B, L)."""
+    B, N, _ = xyz.shape
+    return naive_mlp(mlp, torch.cat([xyz, lat[:, None, :].expand(B, N, lat.shape[-1])], dim=-1))
 
 
 def naive_nphm_sdf(model: NPHMIdentity, points: torch.Tensor, z_id: torch.Tensor) -> torch.Tensor:
