@@ -169,6 +169,25 @@ def test_warm_started_steps_match_cold_steps_and_cache_exact_jacobians():
         torch.testing.assert_close(cache.J_inv[ids], torch.linalg.inv(J), rtol=1e-8, atol=1e-10)
 
 
+def test_step_benchmark_compares_equal_steps():
+    """The fitting-speed comparison times steps that compute the same loss and gradients (no
+    timing is checked here), and its warm timing really starts from the cache of the fit."""
+    from nphm.fitting.benchmark import compare_step
+
+    idm, de = tiny_nphm(torch.float32)
+    g = torch.Generator().manual_seed(5)
+    observations = [torch.randn(n, 3, generator=g) * 0.3 for n in (80, 60)]
+    z_id = torch.randn(idm.lat_dim, generator=g) * 0.1
+    z_ex = torch.randn(2, de.lat_dim_expr, generator=g) * 0.1
+    settings = FittingSettings(observations_per_step=3, points_per_observation=50)
+    res = compare_step(idm, de, observations, z_id, z_ex, settings, step=0, repeats=1, warm_steps=5)
+    for name in ("ours", "ours_warm"):
+        assert res.loss[name] == pytest.approx(res.loss["baseline"], rel=1e-5)
+        assert res.grad_rel_diff[name] < 1e-4
+    assert res.ours_stats["ours_warm"]["warm_fraction"] > 0.5 and res.ours_stats["ours"]["warm_fraction"] == 0
+    assert res.ours_stats["ours_warm"]["broyden_evaluations"] < res.ours_stats["ours"]["broyden_evaluations"]
+
+
 def test_identity_loss_matches_direct_evaluation():
     idm, _ = tiny_nphm()
     g = torch.Generator().manual_seed(2)

@@ -19,8 +19,8 @@ root finding, implicit correction, loss, backward.
   observation) and with warm starts (:class:`nphm.fitting.implicit.RootCache`, the default
   during a fit), whose cache holds the roots of the ``warm_steps`` fitting steps run before.
 
-The timed step is a step during a fit: ``warm_steps`` steps of ours (Adam, the release's
-learning rate) are run first from the given latents (random weights: the latents that made the
+The timed step is a step during a fit: the first ``warm_steps`` steps of a fit with ours are run
+first from the given latents (random weights: the latents that made the
 observations; trained models: zero latents), and all implementations are then timed at the
 latents reached, on the same draws, alternating, best of ``repeats``. The warm
 timing always starts from a copy of the cache as the previous steps left it.
@@ -38,7 +38,7 @@ from nphm.analytic import head_sdf
 from nphm.benchmarks.speed import SpeedSettings, load_or_fit
 from nphm.benchmarks.timing import markdown_table, time_call
 from nphm.fitting.implicit import RootCache
-from nphm.fitting.joint import ObservationSet, frozen, joint_loss
+from nphm.fitting.joint import ObservationSet, fit_joint, frozen, joint_loss
 from nphm.fitting.reference import reference_joint_loss
 from nphm.fitting.schedule import FittingSettings
 from nphm.mesh import extract_mesh
@@ -115,31 +115,20 @@ def run_step_benchmark(settings: StepBenchmarkSettings, device: torch.device, ca
 def warm_up(
     identity: torch.nn.Module,
     deformation: torch.nn.Module,
-    obs: ObservationSet,
+    observations: List[torch.Tensor],
     z_id: torch.Tensor,
     z_ex: torch.Tensor,
     fs: FittingSettings,
-    step: int,
     steps: int,
     generator: torch.Generator,
 ):
-    """Run ``steps`` fitting steps of ours (Adam, the settings of release step ``step``) from
-    the latents ``z_id`` (D_id,), ``z_ex`` (E, D_ex); returns the latents reached (detached) and
-    the root cache the steps filled."""
-    zi = z_id.detach().clone().requires_grad_(True)
-    ze = z_ex.detach().clone().requires_grad_(True)
-    cache = RootCache(obs.points.shape[0], device=obs.points.device, dtype=obs.points.dtype)
-    opt = torch.optim.Adam([zi, ze], lr=fs.lr_at(step))
-    clamp, lambdas = fs.clamp_at(step), fs.lambdas_at(step)
-    with frozen(identity, deformation, eval_mode=(False, True)):
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            obs_idx, point_idx = obs.draw(fs.observations_per_step, fs.points_per_observation, generator)
-            loss = joint_loss(identity, deformation, zi, ze, obs, obs_idx, point_idx, clamp, lambdas, fs.broyden,
-                              fs.unobserved_local_latents, root_cache=cache)
-            loss.backward()
-            opt.step()
-    return zi.detach(), ze.detach(), cache
+    """Run the first ``steps`` steps of a fit (:func:`nphm.fitting.joint.fit_joint`) from the
+    latents ``z_id`` (D_id,), ``z_ex`` (E, D_ex); returns the latents reached and the root cache
+    the steps filled (over the concatenated ``observations``)."""
+    cache = RootCache(sum(len(o) for o in observations), device=z_id.device)
+    fit = fit_joint(identity, deformation, observations, fs.replace(steps=steps, step_scale=1.0), generator,
+                    progress=False, init=(z_id, z_ex), root_cache=cache)
+    return fit.z_id, fit.z_ex, cache
 
 
 def compare_step(
@@ -160,8 +149,8 @@ def compare_step(
     ``warm_steps`` fitting steps from the latents ``z_id`` (D_id,), ``z_ex`` (E, D_ex)."""
     res = res or StepBenchmarkResults(device=str(z_id.device))
     g = torch.Generator().manual_seed(seed)
+    z_id, z_ex, cache = warm_up(identity, deformation, observations, z_id, z_ex, fs, warm_steps, g)
     obs = ObservationSet(observations, device=z_id.device)
-    z_id, z_ex, cache = warm_up(identity, deformation, obs, z_id, z_ex, fs, step, warm_steps, g)
     obs_idx, point_idx = obs.draw(fs.observations_per_step, fs.points_per_observation, g)
     clamp, lambdas = fs.clamp_at(step), fs.lambdas_at(step)
     zi = z_id.detach().clone().requires_grad_(True)

@@ -353,6 +353,8 @@ def fit_joint(
     progress: bool = True,
     query_mode: Optional[str] = None,
     desc: str = "fitting",
+    init: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    root_cache: Optional[RootCache] = None,
 ) -> FitResult:
     """Fit one identity latent and one expression latent per observation.
 
@@ -362,13 +364,23 @@ def fit_joint(
         settings: release defaults unless configured otherwise.
         generator: CPU random generator of the draws (seed it for reproducible fits).
         query_mode: NPHM ensemble query mode (default: the model's, "sparse").
+        init: start latents ``(z_id (D_id,), z_ex (E, D_ex))`` (default: zeros, the release's).
+        root_cache: the warm-start cache to use and fill (over the concatenated observations);
+            by default a new one when ``settings.broyden.warm_start``.
     """
     device = next(identity.parameters()).device
     obs = ObservationSet(observations, device=device)
-    z_id = torch.zeros(identity.lat_dim, device=device, requires_grad=True)
-    z_ex = torch.zeros(len(obs), deformation.lat_dim_expr, device=device, requires_grad=True)
+    if init is None:
+        init = (torch.zeros(identity.lat_dim), torch.zeros(len(obs), deformation.lat_dim_expr))
+    z_id = init[0].detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
+    z_ex = init[1].detach().to(device=device, dtype=torch.float32).clone().requires_grad_(True)
+    if z_id.shape != (identity.lat_dim,) or z_ex.shape != (len(obs), deformation.lat_dim_expr):
+        raise ValueError(f"init latents must be ({identity.lat_dim},) and ({len(obs)}, {deformation.lat_dim_expr}), "
+                         f"got {tuple(z_id.shape)} and {tuple(z_ex.shape)}")
     lambdas_cache: Dict[int, Dict[str, float]] = {}
-    cache = RootCache(len(obs.points), device=device, dtype=obs.points.dtype) if settings.broyden.warm_start else None
+    cache = root_cache
+    if cache is None and settings.broyden.warm_start:
+        cache = RootCache(len(obs.points), device=device, dtype=obs.points.dtype)
 
     def loss_fn(step: int, s: FittingSettings):
         lambdas = lambdas_cache.setdefault(step, s.lambdas_at(step))
