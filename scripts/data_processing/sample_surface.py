@@ -49,9 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from nphm.data import DataManager
     from dataclasses import replace
 
+    from nphm.data import DataManager
     from nphm.preprocessing import PRESETS, sample_identity_dataset
 
     manager = DataManager(args.data_dir, args.description)
