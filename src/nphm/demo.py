@@ -43,7 +43,7 @@ class DemoConfig:
     """Settings of :func:`run_demo`.
 
     Attributes:
-        out_dir: output folder; models_dir: the shipped experiments (``env_paths.PRETRAINED``).
+        out_dir: output folder; models_dir: the shipped experiments (``nphm.paths.PRETRAINED``).
         fitting_config: fitting config naming the experiments in ``models_dir``.
         n_subjects: test identities fitted (the first ones of the training set's test split);
         n_expressions: expressions per identity (0 neutral closed, 1 neutral open, 2 jaw open,

@@ -86,7 +86,7 @@ class QualityConfig:
     Attributes:
         out_dir: output folder (see the module docstring).
         data_dir, single_view_dir, experiment_dir, supervision_identity,
-        supervision_deformation: the usual ``env_paths`` folders.
+        supervision_deformation: the usual ``nphm.paths`` folders.
         config_dir: folder with the training and fitting configs (``configs/``).
         methods: subset of :data:`ALL_METHODS`.
         n_subjects, n_expressions, dataset_seed: synthetic set generated when missing.

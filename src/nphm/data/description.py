@@ -18,7 +18,7 @@ A description is a JSON file (``DATA/dataset.json`` for a generated dataset,
 - ``assets``: ``{key: file}`` with at least ``anchors_mean``, ``face_mask_registration``,
   ``face_region_flame`` and ``template``
 - ``assets_dir`` (optional): folder of the asset files, relative to the description file;
-  missing or ``null`` means ``env_paths.ASSETS``.
+  missing or ``null`` means ``nphm.paths.ASSETS``.
 
 Any other key is kept in :attr:`DatasetDescription.extra`.
 """
@@ -30,21 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
+from nphm import paths
+
 N_ANCHORS = 39
 N_LANDMARKS = 68
 REQUIRED_ASSETS = ("anchors_mean", "face_mask_registration", "face_region_flame", "template")
 
 PathLike = Union[str, os.PathLike]
-
-
-def env_paths():
-    """The repository's ``env_paths`` module (default locations of all data)."""
-    try:
-        import env_paths as module
-    except ImportError as e:
-        raise ImportError("env_paths.py (at the repository root) is not importable: run from the repository "
-                          "root or pass the dataset paths explicitly") from e
-    return module
 
 
 class DescriptionError(ValueError):
@@ -221,11 +213,11 @@ class DatasetDescription:
     @classmethod
     def find(cls, data_dir: PathLike) -> "DatasetDescription":
         """The description for a dataset folder: ``data_dir/dataset.json`` if present,
-        otherwise ``env_paths.DATASET_DESCRIPTION`` (the real release)."""
+        otherwise ``nphm.paths.DATASET_DESCRIPTION`` (the real release)."""
         local = Path(data_dir) / "dataset.json"
         if local.is_file():
             return cls.load(local)
-        return cls.load(env_paths().DATASET_DESCRIPTION)
+        return cls.load(paths.DATASET_DESCRIPTION)
 
     def to_dict(self) -> Dict[str, Any]:
         """The JSON form (integer keys written as strings)."""
@@ -258,9 +250,9 @@ class DatasetDescription:
     @property
     def assets_root(self) -> Path:
         """Folder holding the asset files (``assets_dir`` relative to the description file,
-        or ``env_paths.ASSETS`` when not given)."""
+        or ``nphm.paths.ASSETS`` when not given)."""
         if self.assets_dir is None:
-            return Path(env_paths().ASSETS)
+            return Path(paths.ASSETS)
         root = Path(self.assets_dir).expanduser()
         if not root.is_absolute() and self.source is not None:
             root = self.source.parent / root

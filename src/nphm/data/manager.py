@@ -23,7 +23,8 @@ import numpy as np
 import trimesh
 
 from nphm.data import frames
-from nphm.data.description import DatasetDescription, env_paths
+from nphm import paths
+from nphm.data.description import DatasetDescription
 
 PathLike = Union[str, os.PathLike]
 
@@ -84,10 +85,10 @@ class DataManager:
     """Read-only access to one dataset in the NPHM layout.
 
     Args:
-        data_dir: dataset root (``env_paths.DATA`` when None).
+        data_dir: dataset root (``nphm.paths.DATA`` when None).
         description: a :class:`DatasetDescription`, a path to a description file, or None
-            (``data_dir/dataset.json`` if present, else ``env_paths.DATASET_DESCRIPTION``).
-        single_view_dir: root of the single-view observations (``env_paths.DATA_SINGLE_VIEW``
+            (``data_dir/dataset.json`` if present, else ``nphm.paths.DATASET_DESCRIPTION``).
+        single_view_dir: root of the single-view observations (``nphm.paths.DATA_SINGLE_VIEW``
             when None).
 
     Every mesh and point set is returned in the nphm frame unless a ``frame`` argument says
@@ -101,7 +102,6 @@ class DataManager:
         single_view_dir: Optional[PathLike] = None,
     ) -> None:
         if data_dir is None or single_view_dir is None:
-            paths = env_paths()
             data_dir = paths.DATA if data_dir is None else data_dir
             single_view_dir = paths.DATA_SINGLE_VIEW if single_view_dir is None else single_view_dir
         self.data_dir = Path(data_dir)

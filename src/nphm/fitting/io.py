@@ -32,6 +32,7 @@ import trimesh
 import yaml
 from torch import nn
 
+from nphm import paths
 from nphm.checkpoints import MEAN_ANCHORS_KEY, available_epochs, load_expression, load_identity, read_checkpoint
 from nphm.fitting.schedule import FittingSettings
 from nphm.utils.io import atomic_path, save_json, save_mesh, save_npy
@@ -97,14 +98,12 @@ def load_models(
     """Load the identity (and expression) model named by a fitting config.
 
     Args:
-        experiment_dir: root of the experiments (default ``env_paths.EXPERIMENT_DIR``).
+        experiment_dir: root of the experiments (default ``nphm.paths.EXPERIMENT_DIR``).
         anchors_path: mean anchors for official NPHM checkpoints, which do not store them
-            (default ``env_paths.ANCHOR_MEAN_PATH`` when the checkpoint has none).
+            (default ``nphm.paths.ANCHOR_MEAN_PATH`` when the checkpoint has none).
     """
     if experiment_dir is None:
-        import env_paths
-
-        experiment_dir = env_paths.EXPERIMENT_DIR
+        experiment_dir = paths.EXPERIMENT_DIR
     root = Path(experiment_dir)
     shape_dir = root / str(cfg["exp_name_shape"])
     if not shape_dir.is_dir():
@@ -113,9 +112,7 @@ def load_models(
     if anchors_path is None:
         ckpt = read_checkpoint(shape_dir, epoch_shape)
         if MEAN_ANCHORS_KEY not in ckpt and "ensembled_deep_sdf.lin0.weight" in ckpt["decoder_state_dict"]:
-            import env_paths
-
-            anchors_path = env_paths.ANCHOR_MEAN_PATH
+            anchors_path = paths.ANCHOR_MEAN_PATH
         del ckpt
     identity, latents = load_identity(shape_dir, epoch_shape, device, anchors_path)
     epochs = {"shape": epoch_shape}
@@ -138,9 +135,7 @@ def load_models(
 def output_dir(exp_name: str, exp_tag: str, fitting_dir: Optional[PathLike] = None) -> Path:
     """``FITTING_DIR/forward_{exp_name}/{exp_tag}`` (the release's layout)."""
     if fitting_dir is None:
-        import env_paths
-
-        fitting_dir = env_paths.FITTING_DIR
+        fitting_dir = paths.FITTING_DIR
     return Path(fitting_dir) / f"forward_{exp_name}" / str(exp_tag)
 
 

@@ -123,8 +123,8 @@ def train(
         cfg: config with ``decoder`` and ``training`` sections (``configs/nphm.yaml`` style);
             ignored in favour of ``exp_dir/configs.yaml`` when that exists.
         exp_dir: ``EXPERIMENT_DIR/{exp_name}``.
-        data_dir: dataset root (default ``env_paths.DATA``); description: its description file.
-        supervision_dir: identity supervision root (default ``env_paths.SUPERVISION_IDENTITY``).
+        data_dir: dataset root (default ``nphm.paths.DATA``); description: its description file.
+        supervision_dir: identity supervision root (default ``nphm.paths.SUPERVISION_IDENTITY``).
         device: ``cpu``, ``cuda`` or None/"auto"; under ``torchrun`` every process takes its GPU.
         wandb_mode: ``disabled``, ``offline`` or ``online``.
         local: the release's ``-local`` flag: True requires an NPHM config, False an NPM one
@@ -134,7 +134,7 @@ def train(
         The trainer's summary (``start_epoch``, ``last_epoch``, ``history``).
     """
     from nphm.data import DataManager
-    from nphm.data.description import env_paths
+    from nphm import paths
 
     dist_info, device = init_distributed(device)
     try:
@@ -149,7 +149,7 @@ def train(
         settings = training_settings(cfg, stage=1)
         seed_everything(int(settings["seed"]))
         if supervision_dir is None:
-            supervision_dir = env_paths().SUPERVISION_IDENTITY
+            supervision_dir = paths.SUPERVISION_IDENTITY
         manager = DataManager(data_dir, description)
         task = IdentityTask(cfg, settings, manager, supervision_dir, device)
         return run_training(task, settings, exp_dir, device, dist_info, wandb_mode, "nphm_identity", cfg, progress,

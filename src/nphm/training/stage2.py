@@ -236,10 +236,10 @@ def train(
         identity_exp_dir: the stage-1 experiment (default: ``exp_dir``'s sibling named
             ``training.shape_exp_name``).
         Other arguments as in :func:`nphm.training.stage1.train`; supervision_dir defaults to
-        ``env_paths.SUPERVISION_DEFORMATION_OPEN``.
+        ``nphm.paths.SUPERVISION_DEFORMATION_OPEN``.
     """
     from nphm.data import DataManager
-    from nphm.data.description import env_paths
+    from nphm import paths
 
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
@@ -269,7 +269,7 @@ def train(
         seed_everything(int(settings["seed"]))
         manager = DataManager(data_dir, description)
         if supervision_dir is None:
-            supervision_dir = env_paths().SUPERVISION_DEFORMATION_OPEN
+            supervision_dir = paths.SUPERVISION_DEFORMATION_OPEN
         anchors_path = manager.asset_path("anchors_mean") if local else None
         identity = FrozenIdentity(id_dir, id_epoch, device, anchors_path)
         task = ExpressionTask(cfg, settings, manager, supervision_dir, identity, mode, device)

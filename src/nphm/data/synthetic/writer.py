@@ -201,7 +201,7 @@ def generate_dataset(out_dir: Optional[PathLike] = None, n_subjects: int = 50, n
                      seed: int = 0, workers: int = 1, overwrite: bool = False, first_subject: int = 0,
                      progress: bool = True) -> GenerationReport:
     """Generate ``n_subjects`` x ``n_expressions`` synthetic scans into ``out_dir``
-    (default ``env_paths.DATA``), then the assets and ``dataset.json``.
+    (default ``nphm.paths.DATA``), then the assets and ``dataset.json``.
 
     Subjects are ``first_subject .. first_subject + n_subjects - 1`` (folders ``{id:03d}``);
     expression 0 is the neutral closed-mouth scan, 1 the neutral open-mouth one, the rest
@@ -209,12 +209,9 @@ def generate_dataset(out_dir: Optional[PathLike] = None, n_subjects: int = 50, n
     Failing scans are reported in the returned report and do not stop the others.
     """
     if out_dir is None:
-        try:
-            import env_paths
-        except ImportError as e:
-            raise ImportError("env_paths.py (repository root) is not importable: pass out_dir explicitly "
-                              "or run from the repository root") from e
-        out_dir = env_paths.DATA
+        from nphm import paths
+
+        out_dir = paths.DATA
     out_dir = Path(out_dir)
     if n_subjects < 1:
         raise ValueError(f"n_subjects must be >= 1, got {n_subjects}")
