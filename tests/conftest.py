@@ -1,3 +1,4 @@
+"""Fixtures shared by the tests; helper modules live in ``tests/support`` (import as ``support.*``)."""
 import numpy as np
 import pytest
 import torch
@@ -17,3 +18,12 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """The tiny synthetic dataset with supervision (:mod:`support.training_fixtures`), built once
+    per session: ``{"data", "identity", "deformation"}`` folders."""
+    from support.training_fixtures import build_tiny_dataset
+
+    return build_tiny_dataset(tmp_path_factory.mktemp("tiny_synthetic"))

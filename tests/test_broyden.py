@@ -15,7 +15,7 @@ from nphm.fitting.implicit import (
     find_canonical,
     implicit_canonical,
 )
-from nphm.fitting.reference import backward_jacobian, broyden_all_points
+from nphm.reference.fitting import backward_jacobian, broyden_all_points
 from nphm.fitting.schedule import BroydenSettings
 from nphm.models import NPHMDeformation, NPHMIdentity, NPMDeformation
 

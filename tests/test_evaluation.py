@@ -424,7 +424,7 @@ def test_gather_reads_release_style_folders(tmp_path):
 def test_eval_and_gather_on_a_synthetic_subject(tmp_path, capsys):
     """The generated dataset, "fitted" by perturbed registrations, with pictures."""
     from nphm.data import DataManager
-    from nphm.data.observations import generate_observations
+    from nphm.preprocessing.observations import generate_observations
     from nphm.data.synthetic import generate_dataset
 
     data, views = tmp_path / "dataset", tmp_path / "single_view"

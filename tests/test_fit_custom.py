@@ -18,9 +18,9 @@ from nphm.fitting.custom import (
     reference_landmarks,
     run_custom_fit,
 )
-from nphm.fitting.recovery import surface_distance
+from support.recovery import surface_distance
 from nphm.fitting.schedule import FittingSettings
-from nphm.fitting.toy import AnalyticExpression, AnalyticHeadIdentity, toy_expression_offsets, toy_surface_samples
+from support.toy_models import AnalyticExpression, AnalyticHeadIdentity, toy_expression_offsets, toy_surface_samples
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

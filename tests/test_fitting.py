@@ -8,16 +8,18 @@ import yaml
 
 from nphm.analytic import head_anchor_layout
 from nphm.checkpoints import save_checkpoint, save_config
-from nphm.data.observations import ObservationProtocol
+from nphm.preprocessing.observations import ObservationProtocol
 from nphm.fitting import io as fio
 from nphm.fitting.joint import ObservationSet, fit_identity, frozen, identity_loss, joint_loss
-from nphm.fitting.pipeline import SubjectOutcome, fit_subjects, latent_statistics, sample_latents
-from nphm.fitting.recovery import recovery_experiment, render_observations
-from nphm.fitting.reference import reference_joint_loss
+from nphm import layout
+from nphm.layout import ItemResult
+from nphm.fitting.pipeline import fit_subjects, latent_statistics, sample_latents
+from support.recovery import recovery_experiment, render_observations
+from nphm.reference.fitting import reference_joint_loss
 from nphm.fitting.schedule import FittingSettings
-from nphm.fitting.toy import AnalyticExpression, AnalyticHeadIdentity, toy_head_sdf
+from support.toy_models import AnalyticExpression, AnalyticHeadIdentity, toy_head_sdf
 from nphm.models import NPHMDeformation, NPHMIdentity, NPMDeformation, NPMIdentity
-from nphm.models.reference import naive_nphm_sdf
+from nphm.reference.models import naive_nphm_sdf
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -50,7 +52,7 @@ def release_schedule(step):
 
 @pytest.mark.parametrize("cfg", ["fitting_nphm.yaml", "fitting_npm.yaml"])
 def test_config_schedule_is_the_release_schedule(cfg):
-    settings = fio.fitting_settings(fio.load_fitting_config(ROOT / "configs" / cfg))
+    settings = fio.load_fitting_config(ROOT / "configs" / cfg).settings
     assert settings.n_iterations == 1000
     assert (settings.observations_per_step, settings.points_per_observation) == (5, 1000)
     assert (settings.broyden.max_iters, settings.broyden.converge_threshold, settings.broyden.diverge_threshold) == (
@@ -122,7 +124,7 @@ def test_joint_loss_equals_straightforward_step(kind):
 
 def test_warm_started_steps_match_cold_steps_and_cache_exact_jacobians():
     from nphm.fitting.implicit import RootCache
-    from nphm.fitting.reference import backward_jacobian
+    from nphm.reference.fitting import backward_jacobian
 
     idm, de = tiny_nphm()
     g = torch.Generator().manual_seed(4)
@@ -274,7 +276,7 @@ class FakeManager:
 
 
 def test_fit_subjects_writes_release_layout_and_continues_after_failure(tmp_path):
-    from nphm.evaluation import find_prediction
+    from nphm.layout import find_prediction
     from nphm.mesh import extract_mesh
     from nphm.fitting.meshing import mesh_fit
 
@@ -301,7 +303,7 @@ def test_fit_subjects_writes_release_layout_and_continues_after_failure(tmp_path
     assert summary["expressions"] == [3, 5] and summary["n_points"][0] == len(obs[0]) + len(back)
     # finished subjects are skipped
     again = list(fit_subjects(manager, models, [7], settings, out, resolution=40, progress=False))
-    assert again == [SubjectOutcome(7, "skipped", "already fitted")]
+    assert again == [ItemResult(7, -1, "skipped", "already fitted")]
 
 
 def test_load_models_from_experiment_layout(tmp_path):
@@ -319,14 +321,14 @@ def test_load_models_from_experiment_layout(tmp_path):
     save_config(tmp_path / "ex_exp", ex_cfg)
     save_checkpoint(tmp_path / "ex_exp", 5, de, torch.nn.Embedding(4, 6))
     cfg = {"exp_name_shape": "id_exp", "checkpoint_shape": None, "exp_name_expr": "ex_exp", "checkpoint_expr": 5}
-    models = fio.load_models(cfg, "cpu", tmp_path)
+    models = fio.load_models(fio.FittingConfig.from_config(cfg), "cpu", tmp_path)
     assert models.epochs == {"shape": 20, "expr": 5}
     torch.testing.assert_close(models.latents_train, lat.weight.detach())
     x = torch.rand(1, 10, 3)
     z = torch.randn(1, idm.lat_dim) * 0.1
     torch.testing.assert_close(models.identity(x, z)[0], idm(x, z)[0])
     with pytest.raises(FileNotFoundError, match="expression experiment not found"):
-        fio.load_models(dict(cfg, exp_name_expr="nope"), "cpu", tmp_path)
+        fio.load_models(fio.FittingConfig.from_config(dict(cfg, exp_name_expr="nope")), "cpu", tmp_path)
     cfg_path = tmp_path / "fit.yaml"
     cfg_path.write_text(yaml.safe_dump(dict(cfg, fitting={"steps": 10, "bogus": 1})))
     with pytest.raises(ValueError, match="bogus"):
@@ -350,7 +352,7 @@ def cpu_experiments(cfg) -> Path:
     else the shipped ones (PRETRAINED); skips the test when neither has them."""
     import env_paths
 
-    names = (cfg["exp_name_shape"], cfg["exp_name_expr"])
+    names = (cfg.exp_name_shape, cfg.exp_name_expr)
     for experiment_dir in (env_paths.EXPERIMENT_DIR, env_paths.PRETRAINED):
         if all((experiment_dir / name / "checkpoints").is_dir() for name in names):
             return experiment_dir
@@ -361,7 +363,7 @@ def cpu_experiments(cfg) -> Path:
 def test_recovery_with_trained_toy_networks():
     """Networks trained (as auto-decoders) on analytic heads and expressions: fit renderings of
     their own meshes from zero latents."""
-    from nphm.fitting.toy import train_toy_models
+    from support.toy_training import train_toy_models
 
     toy = train_toy_models()
     settings = FittingSettings(step_scale=0.3, points_per_observation=500)
@@ -383,11 +385,11 @@ def test_recovery_with_cpu_checkpoints(kind):
     models = fio.load_models(cfg, "cpu", experiment_dir)
     from nphm.checkpoints import load_expression
 
-    _, ex_latents = load_expression(experiment_dir / cfg["exp_name_expr"], models.epochs["expr"])
+    _, ex_latents = load_expression(experiment_dir / cfg.exp_name_expr, models.epochs["expr"])
     g = torch.Generator().manual_seed(0)
     z_id = models.latents_train[int(torch.randint(len(models.latents_train), (1,), generator=g))]
     z_ex = ex_latents["train"][torch.randperm(len(ex_latents["train"]), generator=g)[:4]]
-    result = recovery_experiment(models.identity, models.deformation, z_id, z_ex, fio.fitting_settings(cfg),
+    result = recovery_experiment(models.identity, models.deformation, z_id, z_ex, cfg.settings,
                                  resolution=128, seed=0)
     fit, mean = np.array(result.chamfer_fit), np.array(result.chamfer_mean)
     print(f"\n{kind} CPU models: Chamfer-L1 fit {np.round(fit * 250, 3)} mm, mean head {np.round(mean * 250, 3)} mm, "
@@ -421,7 +423,7 @@ def test_fitting_script_on_synthetic_test_subject(tmp_path):
                                      "--fitting_dir", str(tmp_path), "--device", "cpu",
                                      "--experiment_dir", str(experiment_dir)])
     assert code == 0
-    out = fio.output_dir("t", "t", tmp_path)
+    out = layout.fitting_results_dir("t", "t", tmp_path)
     summary = evaluate_results_dir(out, manager, EvalSettings(n_samples=5000, resolution_scale=0.25),
                                    subjects=[subject], figures=False, progress=False)
     assert not summary.failed and len(summary.evaluated) == len(manager.test_expressions(subject))

@@ -8,7 +8,7 @@ from torch.nn import functional as F
 from nphm.models import NPHMDeformation, NPHMIdentity, NPMDeformation, NPMIdentity
 from nphm.models.identity import blend_weights, members_to_keep
 from nphm.query import sdf_function
-from nphm.models.reference import naive_deepsdf, naive_nphm_sdf
+from nphm.reference.models import naive_deepsdf, naive_nphm_sdf
 
 # REFERENCE.md section 6, written out independently of the model code.
 OFFICIAL_SHAPES = {

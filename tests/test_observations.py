@@ -10,7 +10,7 @@ import pytest
 import trimesh
 
 from nphm.data import DataManager
-from nphm.data.observations import (
+from nphm.preprocessing.observations import (
     ObservationProtocol,
     back_eye,
     frontal_directions,

@@ -6,7 +6,7 @@ from torch import nn
 
 from nphm.analytic import sphere_sdf
 from nphm.models import NPMDeformation
-from nphm.models.reference import naive_deepsdf
+from nphm.reference.models import naive_deepsdf
 from nphm.query import deform_points, sdf_function
 from nphm.reconstruction import FITTING_BOUNDS, mesh_identity
 

@@ -28,14 +28,8 @@ from nphm.preprocessing.sampling import (
     sample_surface,
     vertex_normals,
 )
-from test_training_fixtures import tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_dataset(tmp_path_factory)
 
 
 def _load_script(name):

@@ -18,33 +18,28 @@ from nphm.models import NPHMIdentity, NPMIdentity
 from nphm.preprocessing import SupervisionError
 from nphm.preprocessing import storage
 from nphm.training import stage1, stage2
-from nphm.training.config import lr_at, training_settings
+from nphm.training.config import ExpressionTrainingSettings, IdentityTrainingSettings, lr_at
 from nphm.training.data import IdentityDataset, epoch_batches, iterate_epoch, shard, uniform_ball
 from nphm.training.latents import LatentTable
 from nphm.training.distributed import DistInfo
 from nphm.training.losses import deformation_losses, identity_losses
 from nphm.training.tracking import read_loss_csv
-from test_training_fixtures import expression_config, identity_config, state_arrays, tiny_dataset
+from support.training_fixtures import expression_config, identity_config, state_arrays
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_dataset(tmp_path_factory)
 
 
 # ----------------------------------------------------------------------------- settings and schedules
 def test_release_settings_and_derived_counts():
     cfg = yaml.safe_load((REPO / "configs" / "nphm.yaml").read_text())
-    s = training_settings(cfg, stage=1)
-    assert s["npoints_decoder"] == 750 and s["npoints_non_face"] == 50 and s["npoints_far"] == 93
-    assert s["nepochs"] == 30001 and s["lr_decay_start_lat"] == 1000
-    assert math.isclose(s["far_radius"] ** 3, 0.5)
-    s2 = training_settings(yaml.safe_load((REPO / "configs" / "nphm_def.yaml").read_text()), stage=2)
-    assert s2["nepochs"] == 8000 and s2["npoints_decoder"] == 1000 and s2["lat_init_std"] == 0.01
+    s = IdentityTrainingSettings.from_config(cfg)
+    assert s.npoints_decoder == 750 and s.npoints_non_face == 50 and s.npoints_far == 93
+    assert s.nepochs == 30001 and s.lr_decay_start_lat == 1000
+    assert math.isclose(s.far_radius ** 3, 0.5)
+    s2 = ExpressionTrainingSettings.from_config(yaml.safe_load((REPO / "configs" / "nphm_def.yaml").read_text()))
+    assert s2.nepochs == 8000 and s2.npoints_decoder == 1000 and s2.lat_init_std == 0.01
     with pytest.raises(KeyError, match="lambdas"):
-        training_settings({"training": {"lr": 1, "lr_lat": 1, "weight_decay": 0}}, stage=1)
+        IdentityTrainingSettings.from_config({"training": {"lr": 1, "lr_lat": 1, "weight_decay": 0}})
 
 
 def test_step_schedules_follow_the_release():

@@ -18,14 +18,9 @@ import yaml
 
 from nphm.checkpoints import read_checkpoint
 from nphm.training import stage1, stage2
-from test_training_fixtures import expression_config, identity_config, state_arrays, tiny_dataset
+from support.training_fixtures import expression_config, identity_config, state_arrays
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return tiny_dataset(tmp_path_factory)
 
 
 def _free_port() -> int:

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from nphm.data import DataManager
-    from nphm.data.observations import ObservationProtocol, generate_observations, plan
+    from nphm.preprocessing.observations import ObservationProtocol, generate_observations, plan
 
     manager = DataManager(args.data_dir, args.description, args.out_dir)
     subjects = args.subjects if args.subjects else manager.subjects(args.split)

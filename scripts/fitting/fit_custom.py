@@ -70,11 +70,11 @@ def main(argv=None) -> int:
     try:
         cfg = fio.load_fitting_config(args.cfg_file)
         if args.steps is not None:
-            cfg["fitting"] = dict(cfg.get("fitting") or {}, steps=int(args.steps))
-        settings = fio.fitting_settings(cfg)
+            cfg = cfg.with_steps(args.steps)
+        settings = cfg.settings
         device = resolve_device(args.device)
         if args.neutral:
-            cfg = dict(cfg, exp_name_expr=None)
+            cfg = cfg.replace(exp_name_expr=None)
         models = fio.load_models(cfg, device, args.experiment_dir)
         mean_68 = None
         if args.landmarks and args.reference_landmarks is None and len(load_landmark_file(args.landmarks[0])) == 68:

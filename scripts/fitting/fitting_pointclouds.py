@@ -65,22 +65,22 @@ def main(argv=None) -> int:
     import torch
     from tqdm import tqdm
 
+    from nphm import layout
     from nphm.fitting import io as fio
     from nphm.fitting.pipeline import fit_subjects, sample_identities
     from nphm.utils.device import resolve_device
 
     cfg = fio.load_fitting_config(args.cfg_file)
     if args.steps is not None:
-        cfg.setdefault("fitting", {})
-        cfg["fitting"] = dict(cfg["fitting"] or {}, steps=int(args.steps))
-    settings = fio.fitting_settings(cfg)
+        cfg = cfg.with_steps(args.steps)
+    settings = cfg.settings
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     models = fio.load_models(cfg, device, args.experiment_dir)
-    out_dir = fio.output_dir(args.exp_name, args.exp_tag, args.fitting_dir)
+    out_dir = layout.fitting_results_dir(args.exp_name, args.exp_tag, args.fitting_dir)
     fio.save_config_copy(out_dir, cfg)
-    print(f"models: {cfg['exp_name_shape']} epoch {models.epochs['shape']}"
-          + (f", {cfg['exp_name_expr']} epoch {models.epochs['expr']}" if models.deformation is not None else
+    print(f"models: {cfg.exp_name_shape} epoch {models.epochs['shape']}"
+          + (f", {cfg.exp_name_expr} epoch {models.epochs['expr']}" if models.deformation is not None else
              " (identity only)") + f"; device {device}; output {out_dir}")
 
     if args.sample:

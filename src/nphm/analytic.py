@@ -1,43 +1,108 @@
-"""Analytic signed distance functions: test shapes and a simple head for benchmarks.
+"""Analytic signed distance functions: the one home of the project's analytic shapes.
 
-All functions map points (N, 3) in the nphm frame (+y up, face towards +z) to SDF values (N,).
+Primitives (sphere, ellipsoid, capsule, elliptic cylinder), smooth blends, a simple head for the
+benchmarks (:func:`head_sdf`) and its facial keypoints. Built on by the synthetic dataset
+generator (:mod:`nphm.data.synthetic`, float64 numpy arrays) and by the toy models of the tests
+(torch, with gradients).
+
+The primitives and blends take torch tensors or numpy arrays and return the type they are
+given: points (..., 3) in the nphm frame (+y up, face towards +z, +x to the subject's left) to
+SDF values (...,), negative inside, positive outside and close to the Euclidean distance near
+the surface (exact for spheres and capsules, first order for ellipsoids). Centres, radii and
+rotations may be sequences, arrays or tensors that broadcast against the points; tensors keep
+their gradients.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence, Union
 
+import numpy as np
 import torch
 
+#: points, distances: a torch tensor or a numpy array (the result has the same type)
+Array = Union[torch.Tensor, np.ndarray]
+#: a constant parameter: a sequence of floats, an array or a tensor
+Vector = Union[Sequence[float], np.ndarray, torch.Tensor]
 
-def sphere_sdf(points: torch.Tensor, radius: float = 0.3, center: Sequence[float] = (0.0, 0.0, 0.0)) -> torch.Tensor:
+#: lower bound of the gradient norm ``k1`` in :func:`ellipsoid_sdf` (keeps its centre finite)
+_ELLIPSOID_EPS = 1e-12
+
+
+def _xp(x: Array):
+    """The array module of ``x``: ``torch`` for tensors, ``numpy`` otherwise."""
+    return torch if isinstance(x, torch.Tensor) else np
+
+
+def _as(value: Vector, like: Array) -> Array:
+    """``value`` as an array of the type, dtype (and device) of ``like``."""
+    if isinstance(like, torch.Tensor):
+        return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    return np.asarray(value, dtype=like.dtype)
+
+
+def _norm(v: Array) -> Array:
+    """Euclidean norm (...,) over the last axis of ``v`` (...,  D)."""
+    if isinstance(v, torch.Tensor):
+        return torch.linalg.vector_norm(v, dim=-1)
+    return np.sqrt(np.einsum("...i,...i->...", v, v))
+
+
+def sphere_sdf(points: Array, radius: float = 0.3, center: Vector = (0.0, 0.0, 0.0)) -> Array:
     """Exact SDF of a sphere."""
-    c = torch.as_tensor(center, dtype=points.dtype, device=points.device)
-    return torch.linalg.vector_norm(points - c, dim=-1) - radius
+    return _norm(points - _as(center, points)) - radius
 
 
-def ellipsoid_sdf(points: torch.Tensor, center: Sequence[float], radii: Sequence[float]) -> torch.Tensor:
-    """Approximate ellipsoid SDF ``k0 (k0 - 1) / k1`` (exact on the surface, |grad| ~ 1 near it)."""
-    c = torch.as_tensor(center, dtype=points.dtype, device=points.device)
-    r = torch.as_tensor(radii, dtype=points.dtype, device=points.device)
-    p = points - c
-    k0 = torch.linalg.vector_norm(p / r, dim=-1)
-    k1 = torch.linalg.vector_norm(p / (r * r), dim=-1).clamp_min(1e-9)
-    return k0 * (k0 - 1.0) / k1
+def ellipsoid_sdf(points: Array, center: Vector, radii: Vector, rotation: Optional[Vector] = None) -> Array:
+    """Approximate ellipsoid SDF ``k0 (k0 - 1) / k1`` (exact on the surface, |grad| ~ 1 near it).
+
+    Args:
+        points: (..., D) with D = 3 (or 2 for an ellipse in a plane).
+        center: (D,) or (..., D); radii: semi-axes (D,) or (..., D).
+        rotation: (D, D) maps the ellipsoid's local axes to the world (world = R @ local);
+            default axis-aligned.
+    """
+    q = points - _as(center, points)
+    if rotation is not None:
+        q = q @ _as(rotation, points)  # world -> local for row vectors: (R^T q^T)^T
+    r = _as(radii, points)
+    a = q / r
+    k0 = _norm(a)
+    k1 = _norm(a / r)
+    return k0 * (k0 - 1.0) / _xp(points).clip(k1, _ELLIPSOID_EPS, None)
 
 
-def capsule_sdf(points: torch.Tensor, a: Sequence[float], b: Sequence[float], radius: float) -> torch.Tensor:
-    """Exact SDF of a capsule (segment a-b thickened by ``radius``)."""
-    a_t = torch.as_tensor(a, dtype=points.dtype, device=points.device)
-    b_t = torch.as_tensor(b, dtype=points.dtype, device=points.device)
+def capsule_sdf(points: Array, a: Vector, b: Vector, radius: float, radius_b: Optional[float] = None) -> Array:
+    """SDF of the segment a-b (each (3,)) thickened by ``radius``; exact for a constant radius.
+
+    With ``radius_b`` the radius varies linearly from ``radius`` at ``a`` to ``radius_b`` at
+    ``b`` (a tapered capsule; the distance is then approximate).
+    """
+    a_t, b_t = _as(a, points), _as(b, points)
     ab = b_t - a_t
-    t = ((points - a_t) @ ab / (ab @ ab)).clamp(0.0, 1.0)
-    return torch.linalg.vector_norm(points - (a_t + t[:, None] * ab), dim=-1) - radius
+    t = _xp(points).clip((points - a_t) @ ab / (ab @ ab), 0.0, 1.0)
+    r = radius if radius_b is None else radius + (radius_b - radius) * t
+    return _norm(points - (a_t + t[..., None] * ab)) - r
 
 
-def smooth_union(d1: torch.Tensor, d2: torch.Tensor, k: float) -> torch.Tensor:
-    """Polynomial smooth minimum of two SDFs with blend radius ``k``."""
-    h = (0.5 + 0.5 * (d2 - d1) / k).clamp(0.0, 1.0)
-    return d2 * (1 - h) + d1 * h - k * h * (1 - h)
+def vertical_elliptic_cylinder_sdf(points: Array, center_xz: Vector, radii_xz: Vector, top_y: float) -> Array:
+    """Elliptic cylinder along y with axis ``center_xz`` (2,) and semi-axes ``radii_xz`` (2,),
+    infinite downwards and closed by the plane ``y = top_y``."""
+    side = ellipsoid_sdf(points[..., [0, 2]], center_xz, radii_xz)
+    return _xp(points).maximum(side, points[..., 1] - top_y)
+
+
+def smooth_union(d1: Array, d2: Array, k: float) -> Array:
+    """Polynomial smooth minimum of two SDFs with blend radius ``k`` (the minimum for ``k <= 0``)."""
+    xp = _xp(d1)
+    if k <= 0:
+        return xp.minimum(d1, d2)
+    h = xp.clip(0.5 + 0.5 * (d2 - d1) / k, 0.0, 1.0)
+    return d2 + (d1 - d2) * h - k * h * (1.0 - h)
+
+
+def smooth_subtract(d1: Array, d2: Array, k: float) -> Array:
+    """The solid ``d1`` minus the solid ``d2`` (smooth maximum of ``d1`` and ``-d2``)."""
+    return -smooth_union(-d1, d2, k)
 
 
 def head_sdf(points: torch.Tensor) -> torch.Tensor:

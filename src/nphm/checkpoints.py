@@ -14,9 +14,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
+from nphm.config import load_yaml, save_yaml
 from nphm.models.factory import deformation_from_config, identity_from_config, identity_section
 from nphm.utils.device import resolve_device
 from nphm.utils.io import atomic_path
@@ -49,14 +49,8 @@ def available_epochs(exp_dir: PathLike) -> list:
 
 
 def load_config(exp_dir: PathLike) -> Dict[str, Any]:
-    path = Path(exp_dir) / "configs.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"experiment config not found: {path}")
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: expected a mapping of config sections")
-    return cfg
+    """The config of an experiment, ``exp_dir/configs.yaml`` (see :func:`nphm.config.load_yaml`)."""
+    return load_yaml(Path(exp_dir) / "configs.yaml", "experiment config")
 
 
 def read_checkpoint(exp_dir: PathLike, epoch: int) -> Dict[str, Any]:
@@ -198,7 +192,4 @@ def save_checkpoint(
 
 def save_config(exp_dir: PathLike, cfg: Mapping[str, Any]) -> Path:
     """Write ``exp_dir/configs.yaml`` atomically."""
-    path = Path(exp_dir) / "configs.yaml"
-    with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
-    return path
+    return save_yaml(Path(exp_dir) / "configs.yaml", cfg)

@@ -149,15 +149,14 @@ def _fit(cfg: DemoConfig, manager, subjects: List[int], fits: Path) -> Dict[str,
     from nphm.utils.device import resolve_device
 
     fit_cfg = fio.load_fitting_config(cfg.fitting_config)
-    settings = fio.fitting_settings(fit_cfg)
-    if cfg.step_scale is not None:
-        settings = dataclasses.replace(settings, step_scale=float(cfg.step_scale))
+    run_cfg = fit_cfg if cfg.step_scale is None else fit_cfg.with_step_scale(cfg.step_scale)
+    settings = run_cfg.settings
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.fitting_seed)
     models = fio.load_models(fit_cfg, device, cfg.models_dir)
     fio.save_config_copy(fits, fit_cfg)
-    _log(f"models: {_shown(cfg.models_dir)}: {fit_cfg['exp_name_shape']} (epoch {models.epochs['shape']}), "
-         f"{fit_cfg['exp_name_expr']} (epoch {models.epochs.get('expr')}); device {device}; "
+    _log(f"models: {_shown(cfg.models_dir)}: {fit_cfg.exp_name_shape} (epoch {models.epochs['shape']}), "
+         f"{fit_cfg.exp_name_expr} (epoch {models.epochs.get('expr')}); device {device}; "
          f"{settings.n_iterations} fitting steps")
     failed = []
     for o in fit_subjects(manager, models, subjects, settings, fits, cfg.resolution, cfg.fitting_seed,
@@ -167,9 +166,9 @@ def _fit(cfg: DemoConfig, manager, subjects: List[int], fits: Path) -> Dict[str,
             _log(f"FAILED subject {o.subject}: {o.message}")
         elif o.status == "done":
             _log(f"subject {o.subject}: fitted {len(o.expressions)} expressions in {o.seconds_total:.0f} s")
-    return {"method": "NPHM" if fit_cfg.get("local_shape", True) else "NPM",
-            "models": {"identity": f"{fit_cfg['exp_name_shape']} (epoch {models.epochs['shape']})",
-                       "expression": f"{fit_cfg['exp_name_expr']} (epoch {models.epochs.get('expr')})"},
+    return {"method": fit_cfg.method,
+            "models": {"identity": f"{fit_cfg.exp_name_shape} (epoch {models.epochs['shape']})",
+                       "expression": f"{fit_cfg.exp_name_expr} (epoch {models.epochs.get('expr')})"},
             "steps": settings.n_iterations, "release_steps": settings.steps,
             "points_per_step": f"{settings.observations_per_step} x {settings.points_per_observation}",
             "device": str(device), "failed": failed}

@@ -14,6 +14,26 @@ from nphm.query import DEFAULT_CHUNK, deform_points, sdf_function
 from nphm.utils.device import resolve_device
 
 
+def pose_mesh(
+    mesh: trimesh.Trimesh,
+    deformation: nn.Module,
+    z_id: torch.Tensor,
+    z_ex: torch.Tensor,
+    anchors: Optional[torch.Tensor] = None,
+    chunk: int = DEFAULT_CHUNK,
+) -> trimesh.Trimesh:
+    """``mesh`` (canonical space) with every vertex moved to ``x + D(x)``, faces unchanged; the
+    metadata is not copied.
+
+    Args:
+        z_id: (D_id,) identity latent (its device is the one the vertices are deformed on);
+        z_ex: (D_ex,) expression latent; anchors: (K, 3) or (1, K, 3) anchors of ``z_id``, or None.
+    """
+    device = z_id.device
+    verts = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=device)
+    posed = deform_points(deformation, verts, z_id, z_ex.to(device), anchors, chunk=chunk)
+    return trimesh.Trimesh(posed.cpu().numpy(), np.asarray(mesh.faces), process=False)
+
 
 def mesh_identity(
     identity: nn.Module,
@@ -51,10 +71,8 @@ def mesh_identity(
         return mesh
     if deformation is None or z_ex is None:
         raise ValueError("posing a mesh needs both a deformation model and an expression latent")
-    verts = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32, device=device)
     with torch.inference_mode():
         anchors = identity.anchors(z_id[None])
-    posed = deform_points(deformation, verts, z_id, z_ex.to(device), anchors, chunk=chunk)
-    out = trimesh.Trimesh(posed.cpu().numpy(), np.asarray(mesh.faces), process=False)
+    out = pose_mesh(mesh, deformation, z_id, z_ex, anchors, chunk=chunk)
     out.metadata.update(mesh.metadata)
     return out

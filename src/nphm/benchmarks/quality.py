@@ -224,14 +224,6 @@ def ensure_observations(cfg: QualityConfig, manager, subjects: Sequence[int], lo
 
 
 # ---------------------------------------------------------------------------------- training
-def _load_yaml(path: Path) -> dict:
-    import yaml
-
-    if not path.is_file():
-        raise FileNotFoundError(f"config not found: {path}")
-    return yaml.safe_load(path.read_text())
-
-
 def _ensure_supervision(cfg: QualityConfig, manager, kind: str, log: Log) -> None:
     from nphm.preprocessing import PRESETS
     from nphm.preprocessing.jobs import sample_deformation_dataset, sample_identity_dataset
@@ -256,13 +248,14 @@ def ensure_models(cfg: QualityConfig, method: NeuralMethod, manager, log: Log = 
         ``(available, note)``; ``note`` explains a missing model or what was trained.
     """
     from nphm.checkpoints import available_epochs
+    from nphm.config import load_yaml
     from nphm.fitting.io import load_fitting_config
     from nphm.training import stage1, stage2
 
     fit_cfg = load_fitting_config(cfg.config_dir / method.fitting_config)
-    stages = [("identity", str(fit_cfg["exp_name_shape"]), method.identity_config)]
-    if fit_cfg.get("exp_name_expr"):
-        stages.append(("deformation", str(fit_cfg["exp_name_expr"]), method.expression_config))
+    stages = [("identity", fit_cfg.exp_name_shape, method.identity_config)]
+    if fit_cfg.exp_name_expr:
+        stages.append(("deformation", fit_cfg.exp_name_expr, method.expression_config))
     notes = []
     for kind, name, train_config in stages:
         exp_dir = cfg.experiment_dir / name
@@ -272,7 +265,7 @@ def ensure_models(cfg: QualityConfig, method: NeuralMethod, manager, log: Log = 
             return False, f"no trained {kind} model ({exp_dir} has no checkpoint; training disabled)"
         log(f"{method.label}: training {kind} experiment {exp_dir} with {train_config}")
         _ensure_supervision(cfg, manager, kind, log)
-        train_cfg = _load_yaml(cfg.config_dir / train_config)
+        train_cfg = load_yaml(cfg.config_dir / train_config)
         if kind == "identity":
             stage1.train(train_cfg, exp_dir, data_dir=cfg.data_dir, supervision_dir=cfg.supervision_identity,
                          device=cfg.device, wandb_mode="disabled", local=method.local)
@@ -296,14 +289,13 @@ def _fit_neural(cfg: QualityConfig, method: NeuralMethod, manager, subjects, out
     from nphm.utils.device import resolve_device
 
     fit_cfg = fio.load_fitting_config(cfg.config_dir / method.fitting_config)
-    settings = fio.fitting_settings(fit_cfg)
-    if cfg.step_scale is not None:
-        settings = dataclasses.replace(settings, step_scale=float(cfg.step_scale))
+    run_cfg = fit_cfg if cfg.step_scale is None else fit_cfg.with_step_scale(cfg.step_scale)
+    settings = run_cfg.settings
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.fitting_seed)
     models = fio.load_models(fit_cfg, device, cfg.experiment_dir)
-    result.models = f"{fit_cfg['exp_name_shape']} (epoch {models.epochs['shape']})" + (
-        f" + {fit_cfg['exp_name_expr']} (epoch {models.epochs['expr']})" if "expr" in models.epochs else "")
+    result.models = f"{fit_cfg.exp_name_shape} (epoch {models.epochs['shape']})" + (
+        f" + {fit_cfg.exp_name_expr} (epoch {models.epochs['expr']})" if "expr" in models.epochs else "")
     result.models += f"; {settings.n_iterations} fitting steps, marching cubes {cfg.resolution}^3"
     fio.save_config_copy(out, fit_cfg)
     for o in fit_subjects(manager, models, subjects, settings, out, cfg.resolution, cfg.fitting_seed,

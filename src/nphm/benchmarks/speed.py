@@ -24,7 +24,7 @@ from nphm.analytic import head_anchor_layout, head_sdf
 from nphm.benchmarks.timing import markdown_table, peak_memory_mb, reset_peak_memory, time_call
 from nphm.mesh import extract_mesh
 from nphm.models import NPHMIdentity
-from nphm.models.reference import naive_nphm_sdf
+from nphm.reference.models import naive_nphm_sdf
 from nphm.query import sdf_function
 from nphm.reconstruction import FITTING_BOUNDS
 from nphm.utils.io import atomic_path

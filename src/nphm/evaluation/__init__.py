@@ -22,7 +22,6 @@ from nphm.evaluation.pipeline import (
     ScanEvaluation,
     evaluate_results_dir,
     evaluate_scan,
-    find_prediction,
     ground_truth_samples,
 )
 from nphm.evaluation.sampling import (
@@ -52,7 +51,6 @@ __all__ = [
     "evaluate_results_dir",
     "evaluate_scan",
     "evaluation_cameras",
-    "find_prediction",
     "gather",
     "ground_truth_samples",
     "nearest_neighbors",

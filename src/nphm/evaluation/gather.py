@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from nphm.evaluation.metrics import METRIC_KEYS
+from nphm.layout import METRIC_FILES, evaluation_dir, failures_path
 from nphm.evaluation.report import SUMMARY_COLUMNS, markdown_table, write_summary_pages
 from nphm.utils.io import atomic_path
 
 __all__ = ["GatheredMetrics", "collect_metrics", "mean_metrics", "gather", "totals_markdown", "per_subject_markdown"]
 
 PathLike = Union[str, os.PathLike]
-REGIONS = (("head", "metrics.json"), ("face", "metrics_face.json"))
+REGIONS = METRIC_FILES
 _EXPR_DIR = re.compile(r"^expression_(-?\d+)$")
 
 
@@ -130,7 +131,7 @@ def gather(results_dir: PathLike, subjects: Optional[Sequence[int]] = None, page
     Raises:
         FileNotFoundError: no ``evaluation`` folder or no finished scan in it.
     """
-    eval_dir = Path(results_dir) / "evaluation"
+    eval_dir = evaluation_dir(results_dir)
     g = collect_metrics(eval_dir, subjects)
     if not g.scans:
         raise FileNotFoundError(f"no evaluated scans (metrics.json) found below {eval_dir}")
@@ -144,7 +145,7 @@ def gather(results_dir: PathLike, subjects: Optional[Sequence[int]] = None, page
         _write_csv(eval_dir / f"per_subject_metrics{suffix}.csv", rows, ["subject", "n_scans"] + keys)
     if pages:
         failures = []
-        fail_path = eval_dir / "failures.json"
+        fail_path = failures_path(results_dir)
         if fail_path.is_file():
             try:
                 failures = json.loads(fail_path.read_text())

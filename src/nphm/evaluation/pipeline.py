@@ -28,17 +28,17 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import trimesh
 
+from nphm import layout
 from nphm.evaluation.face_region import FACE_MAX_DISTANCE, FACE_MAX_PLANE_DISTANCE, FaceRegion
 from nphm.evaluation.metrics import eval_pointcloud
 from nphm.evaluation.sampling import RenderProtocol, ScanSamples, sample_scan
 from nphm.utils.io import atomic_path, save_json
+from nphm.utils.seeding import item_generator
 
 __all__ = [
     "EvalSettings",
     "ScanEvaluation",
     "RunSummary",
-    "find_prediction",
-    "scan_dir",
     "ground_truth_samples",
     "evaluate_scan",
     "evaluate_results_dir",
@@ -48,6 +48,7 @@ PathLike = Union[str, Path]
 #: Neck-cut margin of the release's evaluation (threshold on (p - origin) . normal).
 NECK_MARGIN = 0.003
 _GT_CACHE_VERSION = 1
+_STREAM_GROUND_TRUTH, _STREAM_PREDICTION = 0, 1  # sampling streams of a scan
 
 
 @dataclass(frozen=True)
@@ -98,25 +99,6 @@ class RunSummary:
     failed: List[Dict[str, object]] = field(default_factory=list)
 
 
-def find_prediction(results_dir: PathLike, subject: int, expression: int) -> Optional[Path]:
-    """The reconstruction of a scan: ``{subject}_{expression}_fine.ply`` if present, else
-    ``{subject}_{expression}.ply``; None if neither exists."""
-    results_dir = Path(results_dir)
-    for name in (f"{subject}_{expression}_fine.ply", f"{subject}_{expression}.ply"):
-        if (results_dir / name).is_file():
-            return results_dir / name
-    return None
-
-
-def scan_dir(eval_dir: PathLike, subject: int, expression: int) -> Path:
-    """``eval_dir/{subject}/expression_{expression}`` (the release's layout)."""
-    return Path(eval_dir) / str(int(subject)) / f"expression_{int(expression)}"
-
-
-def _scan_seed(settings: EvalSettings, subject: int, expression: int, which: int) -> List[int]:
-    return [int(settings.seed), int(subject), int(expression), which]
-
-
 def _region_and_cut(manager, subject: int, expression: int, settings: EvalSettings):
     flame = manager.load_flame(subject, expression)
     region = FaceRegion.from_flame(
@@ -154,7 +136,7 @@ def ground_truth_samples(
     a stale or unreadable cache entry is recomputed.
     """
     key = _cache_key(manager, subject, expression, settings)
-    path = scan_dir(cache_dir, subject, expression) / "gt_samples.npz" if cache_dir is not None else None
+    path = layout.eval_scan_dir(cache_dir, subject, expression) / "gt_samples.npz" if cache_dir is not None else None
     if path is not None and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -167,9 +149,8 @@ def ground_truth_samples(
     if keep is None or region is None:
         keep, region = _region_and_cut(manager, subject, expression, settings)
     scan = manager.load_scan(subject, expression)
-    samples = sample_scan(
-        scan, keep, region, settings.n_samples, _scan_seed(settings, subject, expression, 0), settings.protocol
-    )
+    rng = item_generator(settings.seed, subject, expression, _STREAM_GROUND_TRUTH)
+    samples = sample_scan(scan, keep, region, settings.n_samples, rng, settings.protocol)
     if path is not None:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:  # float32: 12 MB per scan, error far below 1 micrometre
@@ -199,9 +180,8 @@ def evaluate_scan(
     s, _, _ = manager.transform(subject, expression)
     gt = ground_truth_samples(manager, subject, expression, settings, cache_dir, keep, region)
     t1 = time.perf_counter()
-    pred = sample_scan(
-        pred_mesh, keep, region, settings.n_samples, _scan_seed(settings, subject, expression, 1), settings.protocol
-    )
+    rng = item_generator(settings.seed, subject, expression, _STREAM_PREDICTION)
+    pred = sample_scan(pred_mesh, keep, region, settings.n_samples, rng, settings.protocol)
     t2 = time.perf_counter()
     metrics, errors = eval_pointcloud(pred.points, gt.points, pred.normals, gt.normals, scale=1.0 / s,
                                       return_errors=True)
@@ -264,17 +244,17 @@ def evaluate_results_dir(
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise FileNotFoundError(f"results folder not found: {results_dir}")
-    eval_dir = results_dir / "evaluation"
-    cache_dir = Path(cache_dir) if cache_dir is not None else eval_dir / "gt_cache"
+    cache_dir = Path(cache_dir) if cache_dir is not None else layout.default_gt_cache(results_dir)
     subjects = list(subjects) if subjects is not None else manager.subjects(split)
     items = [(s, e) for s in subjects for e in manager.test_expressions(s)]
     summary = RunSummary()
     for subject, expression in tqdm(items, desc="evaluating", disable=not progress):
-        out = scan_dir(eval_dir, subject, expression)
-        if not overwrite and (out / "metrics.json").is_file() and (out / "metrics_face.json").is_file():
+        metric_files = [layout.metrics_path(results_dir, subject, expression, r) for r, _ in layout.METRIC_FILES]
+        out = metric_files[0].parent
+        if not overwrite and all(p.is_file() for p in metric_files):
             summary.skipped.append((subject, expression))
             continue
-        pred_path = find_prediction(results_dir, subject, expression)
+        pred_path = layout.find_prediction(results_dir, subject, expression)
         try:
             if pred_path is None:
                 raise FileNotFoundError(
@@ -287,8 +267,8 @@ def evaluate_results_dir(
 
                 scan_figure(out / "report.png", result, pred_mesh, manager)
             # metrics.json last: its presence marks a finished scan.
-            save_json(out / "metrics_face.json", result.metrics_face)
-            save_json(out / "metrics.json", result.metrics)
+            save_json(layout.metrics_path(results_dir, subject, expression, "face"), result.metrics_face)
+            save_json(layout.metrics_path(results_dir, subject, expression, "head"), result.metrics)
         except Exception as e:  # report and continue with the next scan
             message = f"{type(e).__name__}: {e}"
             log(f"FAILED subject {subject} expression {expression}: {message}")
@@ -305,5 +285,5 @@ def evaluate_results_dir(
             f"(GT {sec['ground_truth']:.1f}s, prediction {sec['prediction_sampling']:.1f}s, "
             f"metrics {sec['metrics']:.1f}s)"
         )
-    save_json(eval_dir / "failures.json", summary.failed)
+    save_json(layout.failures_path(results_dir), summary.failed)
     return summary

@@ -306,7 +306,7 @@ def sample_scan(
     keep_mask: Callable[[np.ndarray], np.ndarray],
     face_region: "FaceRegion",
     n_samples: Optional[int] = 250_000,
-    seed: Union[int, Sequence[int]] = 0,
+    seed: Union[int, Sequence[int], np.random.Generator] = 0,
     protocol: RenderProtocol = RenderProtocol(),
 ) -> ScanSamples:
     """The full sampling protocol for one mesh (prediction or ground truth).
@@ -319,7 +319,8 @@ def sample_scan(
         keep_mask: points (N, 3) -> bool (N,), True above the neck plane (neck cut).
         face_region: the scan's :class:`~nphm.evaluation.face_region.FaceRegion`.
         n_samples: samples drawn for the head and for the face; None = all hits.
-        seed: random seed (an int or a sequence of ints, e.g. ``[seed, subject, expression]``).
+        seed: random seed (an int or a sequence of ints, e.g. ``[seed, subject, expression]``), or a
+            generator (used as is, e.g. :func:`nphm.utils.seeding.item_generator`).
         protocol: cameras and images.
     Returns:
         :class:`ScanSamples`, nphm frame.

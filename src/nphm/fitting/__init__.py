@@ -3,6 +3,8 @@ identity and expression fitting, fitting a dataset's test subjects and your own 
 
 Modules:
 
+- :mod:`~nphm.fitting.config`: :class:`FittingConfig` (a ``configs/fitting_*.yaml``: the
+  experiments and the settings);
 - :mod:`~nphm.fitting.schedule`: :class:`FittingSettings` (the ``fitting:`` block of the configs),
   schedules of learning rate, loss weights and SDF clamp;
 - :mod:`~nphm.fitting.broyden`: batched Broyden root finding with an active set;
@@ -14,11 +16,11 @@ Modules:
 - :mod:`~nphm.fitting.custom` / :mod:`~nphm.fitting.alignment`: your own scans in any frame;
 - :mod:`~nphm.fitting.io`, :mod:`~nphm.fitting.meshing`, :mod:`~nphm.fitting.figures`: models,
   outputs, meshes, pictures;
-- :mod:`~nphm.fitting.reference`, :mod:`~nphm.fitting.benchmark`: the straightforward
-  release-style step and the speed comparison; :mod:`~nphm.fitting.recovery`,
-  :mod:`~nphm.fitting.toy`: recovery experiments and toy models for tests.
+- :mod:`~nphm.fitting.benchmark`: the speed comparison with the straightforward release-style
+  step of :mod:`nphm.reference.fitting`.
 """
 from nphm.fitting.broyden import BroydenResult, broyden
+from nphm.fitting.config import FittingConfig
 from nphm.fitting.implicit import (
     ForwardDeformation,
     RootCache,
@@ -33,6 +35,7 @@ __all__ = [
     "BroydenResult",
     "BroydenSettings",
     "FitResult",
+    "FittingConfig",
     "FittingSettings",
     "ForwardDeformation",
     "ObservationSet",

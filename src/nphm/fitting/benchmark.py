@@ -39,7 +39,7 @@ from nphm.benchmarks.speed import SpeedSettings, load_or_fit
 from nphm.benchmarks.timing import markdown_table, time_call
 from nphm.fitting.implicit import RootCache
 from nphm.fitting.joint import ObservationSet, fit_joint, frozen, joint_loss
-from nphm.fitting.reference import reference_joint_loss
+from nphm.reference.fitting import reference_joint_loss
 from nphm.fitting.schedule import FittingSettings
 from nphm.mesh import extract_mesh
 from nphm.models import NPHMDeformation
@@ -224,7 +224,7 @@ def compare_step_on_subject(cfg_path: Path, subject: Optional[int], device: torc
     from nphm.fitting.pipeline import subject_observations
 
     cfg = fio.load_fitting_config(cfg_path)
-    settings = fio.fitting_settings(cfg)
+    settings = cfg.settings
     models = fio.load_models(cfg, device, experiment_dir)
     if models.deformation is None:
         raise ValueError(f"{cfg_path} names no expression model: nothing to compare")
@@ -284,8 +284,8 @@ def time_subject_fit(cfg_path: Path, subject: Optional[int], device: torch.devic
 
     cfg = fio.load_fitting_config(cfg_path)
     if steps is not None:
-        cfg["fitting"] = dict(cfg.get("fitting") or {}, steps=int(steps))
-    settings = fio.fitting_settings(cfg)
+        cfg = cfg.with_steps(steps)
+    settings = cfg.settings
     models = fio.load_models(cfg, device, experiment_dir)
     manager = DataManager(data_dir, None, single_view_dir)
     if subject is None:

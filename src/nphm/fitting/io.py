@@ -1,23 +1,9 @@
-"""Fitting configs, the models they name, and the files a fit writes.
+"""Fitting configs, the models they name, and writing a fit.
 
-A fitting config (``configs/fitting_*.yaml``) names the experiments (release keys)::
-
-    exp_name_shape: nphm_identity_space_pretrained   # EXPERIMENT_DIR/{exp_name_shape}/
-    checkpoint_shape: 15000                          # epoch; null = the newest checkpoint
-    exp_name_expr: nphm_expression_space_pretrained  # null = identity-only fitting
-    checkpoint_expr: 2500
-    fitting: {...}                                   # nphm.fitting.schedule.FittingSettings
-
-Outputs of a fit in ``FITTING_DIR/forward_{exp_name}/{exp_tag}/`` (the release's names, plus the
-canonical mesh and a summary)::
-
-    configs.yaml                              copy of the fitting config
-    {subject}_{expression}.ply                posed mesh, nphm frame
-    {subject}_{expression}_lat_shape.npy      (1, 1, D_id) identity latent
-    {subject}_{expression}_lat_expr.npy       (1, 1, D_ex) expression latent
-    {subject}_canonical.ply                   canonical (neutral) mesh
-    {subject}_fitting.json                    expressions, timings, final losses
-    {subject}.png                             observations over the fitted meshes
+A fitting config (``configs/fitting_*.yaml``, read by :func:`load_fitting_config` into a
+:class:`nphm.fitting.config.FittingConfig`) names the experiments and holds the settings.
+A fit is written in the results layout of :mod:`nphm.layout` (the release's names, plus the
+canonical mesh and a summary).
 """
 from __future__ import annotations
 
@@ -26,41 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
-import numpy as np
 import torch
 import trimesh
-import yaml
 from torch import nn
 
-from nphm import paths
+from nphm import layout, paths
 from nphm.checkpoints import MEAN_ANCHORS_KEY, available_epochs, load_expression, load_identity, read_checkpoint
-from nphm.fitting.schedule import FittingSettings
-from nphm.utils.io import atomic_path, save_json, save_mesh, save_npy
+from nphm.config import save_yaml
+from nphm.fitting.config import FittingConfig
+from nphm.utils.io import save_json, save_mesh, save_npy
 
 PathLike = Union[str, os.PathLike]
 
 
-def load_fitting_config(path: PathLike) -> Dict[str, Any]:
-    """Read and check a fitting config (see the module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"fitting config not found: {path}")
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: expected a mapping")
-    if not cfg.get("exp_name_shape"):
-        raise ValueError(f"{path}: 'exp_name_shape' (the identity experiment) is required")
-    try:
-        FittingSettings.from_config(cfg.get("fitting"))
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: {e}") from e
-    return cfg
-
-
-def fitting_settings(cfg: Mapping[str, Any]) -> FittingSettings:
-    """The :class:`FittingSettings` of a fitting config."""
-    return FittingSettings.from_config(cfg.get("fitting"))
+def load_fitting_config(path: PathLike) -> FittingConfig:
+    """Read and check a fitting config (:meth:`FittingConfig.load`)."""
+    return FittingConfig.load(path)
 
 
 def _epoch(exp_dir: Path, epoch: Optional[int]) -> int:
@@ -90,7 +57,7 @@ class FittingModels:
 
 
 def load_models(
-    cfg: Mapping[str, Any],
+    cfg: FittingConfig,
     device: Union[str, torch.device] = "cpu",
     experiment_dir: Optional[PathLike] = None,
     anchors_path: Optional[PathLike] = None,
@@ -105,10 +72,10 @@ def load_models(
     if experiment_dir is None:
         experiment_dir = paths.EXPERIMENT_DIR
     root = Path(experiment_dir)
-    shape_dir = root / str(cfg["exp_name_shape"])
+    shape_dir = root / cfg.exp_name_shape
     if not shape_dir.is_dir():
         raise FileNotFoundError(f"identity experiment not found: {shape_dir}")
-    epoch_shape = _epoch(shape_dir, cfg.get("checkpoint_shape"))
+    epoch_shape = _epoch(shape_dir, cfg.checkpoint_shape)
     if anchors_path is None:
         ckpt = read_checkpoint(shape_dir, epoch_shape)
         if MEAN_ANCHORS_KEY not in ckpt and "ensembled_deep_sdf.lin0.weight" in ckpt["decoder_state_dict"]:
@@ -117,11 +84,11 @@ def load_models(
     identity, latents = load_identity(shape_dir, epoch_shape, device, anchors_path)
     epochs = {"shape": epoch_shape}
     deformation = None
-    if cfg.get("exp_name_expr"):
-        expr_dir = root / str(cfg["exp_name_expr"])
+    if cfg.exp_name_expr:
+        expr_dir = root / cfg.exp_name_expr
         if not expr_dir.is_dir():
             raise FileNotFoundError(f"expression experiment not found: {expr_dir}")
-        epochs["expr"] = _epoch(expr_dir, cfg.get("checkpoint_expr"))
+        epochs["expr"] = _epoch(expr_dir, cfg.checkpoint_expr)
         deformation, _ = load_expression(expr_dir, epochs["expr"], device)
         lat_id = getattr(deformation, "lat_dim_id", identity.lat_dim)
         if lat_id != identity.lat_dim:
@@ -132,31 +99,9 @@ def load_models(
     return FittingModels(identity=identity, deformation=deformation, latents_train=latents["train"], epochs=epochs)
 
 
-def output_dir(exp_name: str, exp_tag: str, fitting_dir: Optional[PathLike] = None) -> Path:
-    """``FITTING_DIR/forward_{exp_name}/{exp_tag}`` (the release's layout)."""
-    if fitting_dir is None:
-        fitting_dir = paths.FITTING_DIR
-    return Path(fitting_dir) / f"forward_{exp_name}" / str(exp_tag)
-
-
-def save_config_copy(out_dir: PathLike, cfg: Mapping[str, Any]) -> Path:
-    """Write ``out_dir/configs.yaml`` atomically."""
-    path = Path(out_dir) / "configs.yaml"
-    with atomic_path(path) as tmp:
-        tmp.write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
-    return path
-
-
-def posed_mesh_path(out_dir: PathLike, subject: Union[int, str], expression: int) -> Path:
-    return Path(out_dir) / f"{subject}_{expression}.ply"
-
-
-def canonical_mesh_path(out_dir: PathLike, subject: Union[int, str]) -> Path:
-    return Path(out_dir) / f"{subject}_canonical.ply"
-
-
-def summary_path(out_dir: PathLike, subject: Union[int, str]) -> Path:
-    return Path(out_dir) / f"{subject}_fitting.json"
+def save_config_copy(out_dir: PathLike, cfg: FittingConfig) -> Path:
+    """Write the fitting config to ``out_dir/configs.yaml`` atomically (:meth:`FittingConfig.to_config`)."""
+    return save_yaml(layout.config_copy_path(out_dir), cfg.to_config())
 
 
 def write_fit(
@@ -174,21 +119,12 @@ def write_fit(
     if len(posed) != len(expressions):
         raise ValueError(f"{len(posed)} posed meshes for {len(expressions)} expressions")
     lat_shape = z_id.detach().cpu().numpy().reshape(1, 1, -1)
-    save_mesh(canonical_mesh_path(out_dir, subject), canonical)
+    save_mesh(layout.canonical_mesh_path(out_dir, subject), canonical)
     for i, (expression, mesh) in enumerate(zip(expressions, posed)):
-        save_mesh(posed_mesh_path(out_dir, subject, expression), mesh)
-        save_npy(Path(out_dir) / f"{subject}_{expression}_lat_shape.npy", lat_shape)
+        save_mesh(layout.posed_mesh_path(out_dir, subject, expression), mesh)
+        save_npy(layout.latent_path(out_dir, subject, expression, "shape"), lat_shape)
         if z_ex is not None:
-            save_npy(Path(out_dir) / f"{subject}_{expression}_lat_expr.npy",
+            save_npy(layout.latent_path(out_dir, subject, expression, "expr"),
                      z_ex[i].detach().cpu().numpy().reshape(1, 1, -1))
     if summary is not None:
-        save_json(summary_path(out_dir, subject), dict(summary))
-
-
-def read_latents(out_dir: PathLike, subject: Union[int, str], expression: int) -> Dict[str, np.ndarray]:
-    """The stored latents of one fitted scan: ``{"shape": (D_id,), "expr": (D_ex,) or absent}``."""
-    out = {"shape": np.load(Path(out_dir) / f"{subject}_{expression}_lat_shape.npy").reshape(-1)}
-    expr = Path(out_dir) / f"{subject}_{expression}_lat_expr.npy"
-    if expr.is_file():
-        out["expr"] = np.load(expr).reshape(-1)
-    return out
+        save_json(layout.summary_path(out_dir, subject), dict(summary))

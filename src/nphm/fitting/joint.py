@@ -43,7 +43,12 @@ from nphm.fitting.implicit import (
     find_canonical,
     implicit_canonical,
 )
-from nphm.fitting.losses import expression_regulariser, identity_regularisers, surface_loss, weighted_total
+from nphm.fitting.losses import (
+    expression_regulariser,
+    identity_regularisers,
+    surface_loss,
+    weighted_total_skipping_unweighted,
+)
 from nphm.fitting.schedule import BroydenSettings, FittingSettings
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -250,7 +255,7 @@ def joint_loss(
         broyden_evaluations=roots.evaluations / max(1, int(uniq.numel())),
         warm_fraction=roots.warm / max(1, int(uniq.numel())),
     )
-    return StepLoss(weighted_total(terms, lambdas), terms, stats, [z_id, z_ex], x_c, finish)
+    return StepLoss(weighted_total_skipping_unweighted(terms, lambdas), terms, stats, [z_id, z_ex], x_c, finish)
 
 
 def identity_loss(
@@ -272,7 +277,7 @@ def identity_loss(
     n = point_idx.numel()
     in_clamp = float(mult[sdf.detach().abs() < clamp].sum()) / n
     stats = StepStats(n_drawn=n, n_distinct=int(uniq.numel()), converged_fraction=1.0, in_clamp_fraction=in_clamp)
-    return StepLoss(weighted_total(terms, lambdas), terms, stats, [z_id])
+    return StepLoss(weighted_total_skipping_unweighted(terms, lambdas), terms, stats, [z_id])
 
 
 @dataclass

@@ -15,10 +15,7 @@ from typing import Dict, Mapping, Sequence
 import torch
 from torch import nn
 
-
-def is_local_identity(identity: nn.Module) -> bool:
-    """NPHM-style identity (global + local latent parts) rather than one global latent."""
-    return hasattr(identity, "lat_dim_glob") and hasattr(identity, "lat_dim_loc")
+from nphm.models.factory import model_is_local
 
 
 def identity_regularisers(
@@ -26,7 +23,7 @@ def identity_regularisers(
 ) -> Dict[str, torch.Tensor]:
     """Regularisers of one identity latent ``z_id`` (D,)."""
     zero = z_id.sum() * 0.0
-    if not is_local_identity(identity):
+    if not model_is_local(identity):
         return {"reg_global": z_id.square().sum(), "reg_loc": zero, "reg_unobserved": zero, "symm_dist": zero}
     G, L = identity.lat_dim_glob, identity.lat_dim_loc
     z_loc = z_id[G:].reshape(-1, L)
@@ -66,8 +63,14 @@ def surface_loss(sdf: torch.Tensor, weight: torch.Tensor, clamp: float) -> torch
     return (a * w).sum() / total
 
 
-def weighted_total(terms: Mapping[str, torch.Tensor], lambdas: Mapping[str, float]) -> torch.Tensor:
-    """``sum_k lambdas[k] * terms[k]`` over the terms present in ``terms``."""
+def weighted_total_skipping_unweighted(terms: Mapping[str, torch.Tensor], lambdas: Mapping[str, float]) -> torch.Tensor:
+    """``sum_k lambdas[k] * terms[k]`` over the terms of ``terms`` that have a weight in ``lambdas``;
+    the others (reported, not optimised) are skipped. The strict variant, which raises on a term
+    without a weight, is :func:`nphm.training.losses.weighted_total`.
+
+    Raises:
+        ValueError: no term has a weight.
+    """
     total = None
     for name, value in terms.items():
         if name in lambdas:

@@ -3,32 +3,12 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 import trimesh
 from torch import nn
 
-from nphm.query import DEFAULT_CHUNK, deform_points
-from nphm.reconstruction import mesh_identity
-
-
-def pose_mesh(
-    canonical: trimesh.Trimesh,
-    deformation: nn.Module,
-    z_id: torch.Tensor,
-    z_ex: torch.Tensor,
-    anchors: Optional[torch.Tensor],
-    chunk: int = DEFAULT_CHUNK,
-) -> trimesh.Trimesh:
-    """``canonical`` with every vertex moved to ``x + D(x)`` (faces unchanged).
-
-    Args:
-        z_id: (D_id,), z_ex: (D_ex,) latents; anchors: (K, 3) of ``z_id`` or None.
-    """
-    device = z_id.device
-    verts = torch.as_tensor(np.asarray(canonical.vertices), dtype=torch.float32, device=device)
-    posed = deform_points(deformation, verts, z_id, z_ex, anchors, chunk=chunk)
-    return trimesh.Trimesh(posed.cpu().numpy(), np.asarray(canonical.faces), process=False)
+from nphm.query import DEFAULT_CHUNK
+from nphm.reconstruction import mesh_identity, pose_mesh
 
 
 def mesh_fit(

@@ -3,14 +3,12 @@
 For every subject: its test expressions (on disk, minus bad and invalid scans), the frontal
 observation of each and, for the first, also the back view (the release's protocol); a joint fit
 (or an identity-only fit when the config names no expression model); the canonical mesh and
-one posed mesh per expression; latents, a summary and a picture (see :mod:`nphm.fitting.io`).
+one posed mesh per expression; latents, a summary and a picture (see :mod:`nphm.layout`).
 A subject that fails is reported and the others continue.
 """
 from __future__ import annotations
 
 import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -18,50 +16,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from nphm import layout
 from nphm.fitting import io as fio
 from nphm.fitting.figures import fit_figure, mesh_picture
 from nphm.fitting.joint import FitResult, fit_identity, fit_joint
 from nphm.fitting.meshing import mesh_fit
 from nphm.fitting.schedule import FittingSettings
 from nphm.query import DEFAULT_CHUNK
+from nphm.layout import ItemResult, subject_observations
 from nphm.reconstruction import mesh_identity
+from nphm.utils.batch import failure_message, run_subjects
 from nphm.utils.io import save_mesh, save_npy
-
-
-@dataclass
-class SubjectOutcome:
-    """What happened to one subject: ``status`` is "done", "skipped" or "failed"."""
-
-    subject: int
-    status: str
-    message: str = ""
-    expressions: List[int] = field(default_factory=list)
-    seconds_fit: float = 0.0
-    seconds_total: float = 0.0
-
-
-def subject_observations(manager, subject: int) -> Tuple[List[int], List[np.ndarray]]:
-    """Test expressions of ``subject`` and their observed points (N_i, 3), nphm frame.
-
-    The first expression's observation includes its back view when that file exists.
-    """
-    expressions = manager.test_expressions(subject)
-    if not expressions:
-        raise ValueError(f"subject {subject} has no test expressions")
-    observations = []
-    for k, expression in enumerate(expressions):
-        points = manager.load_observation(subject, expression)
-        if k == 0 and manager.observation_path(subject, expression, back=True).is_file():
-            points = np.concatenate([points, manager.load_observation(subject, expression, back=True)])
-        if len(points) == 0:
-            raise ValueError(f"{manager.observation_path(subject, expression)}: no finite points")
-        observations.append(points)
-    return expressions, observations
-
-
-def subject_seed(seed: int, subject: int) -> int:
-    """Seed of a subject's random draws: independent of which subjects run before it."""
-    return int(np.random.SeedSequence([int(seed), int(subject)]).generate_state(1)[0])
+from nphm.utils.seeding import item_seed
 
 
 def fit_observations(
@@ -93,13 +59,13 @@ def fit_subject(
     figure: bool = True,
     query_mode: Optional[str] = None,
     chunk: int = DEFAULT_CHUNK,
-) -> SubjectOutcome:
+) -> ItemResult:
     """Fit one subject and write its outputs (raises on failure).
 
     ``chunk``: points per SDF / deformation query while meshing."""
     start = time.perf_counter()
     expressions, observations = subject_observations(manager, subject)
-    fit = fit_observations(models, observations, settings, subject_seed(seed, subject), progress,
+    fit = fit_observations(models, observations, settings, item_seed(seed, subject), progress,
                            f"subject {subject} ({len(expressions)} expr.)", query_mode)
     bounds = (settings.grid_min, settings.grid_max)
     z_ex = fit.z_ex if models.deformation is not None else torch.zeros(len(expressions), 0)
@@ -117,11 +83,11 @@ def fit_subject(
     }
     if figure:
         titles = [f"{subject}_{e}" for e in expressions]
-        fit_figure(Path(out_dir) / f"{subject}.png", posed, observations, titles)
+        fit_figure(layout.subject_picture_path(out_dir, subject), posed, observations, titles)
     summary["seconds_total"] = round(time.perf_counter() - start, 2)
     fio.write_fit(out_dir, subject, expressions, canonical, posed, fit.z_id, fit.z_ex, summary)
-    return SubjectOutcome(int(subject), "done", expressions=list(expressions), seconds_fit=fit.seconds,
-                          seconds_total=time.perf_counter() - start)
+    return ItemResult(int(subject), -1, "done", seconds=time.perf_counter() - start, expressions=list(expressions),
+                      seconds_fit=fit.seconds)
 
 
 def fit_subjects(
@@ -137,22 +103,16 @@ def fit_subjects(
     figure: bool = True,
     query_mode: Optional[str] = None,
     chunk: int = DEFAULT_CHUNK,
-) -> Iterator[SubjectOutcome]:
+) -> Iterator[ItemResult]:
     """Fit several subjects; yields one outcome per subject and never raises for one of them.
 
     Subjects with a summary file in ``out_dir`` are skipped unless ``overwrite``.
     """
-    for subject in subjects:
-        if not overwrite and fio.summary_path(out_dir, subject).is_file():
-            yield SubjectOutcome(int(subject), "skipped", "already fitted")
-            continue
-        start = time.perf_counter()
-        try:
-            yield fit_subject(manager, models, subject, settings, out_dir, resolution, seed, progress, figure,
-                              query_mode, chunk)
-        except Exception as e:  # a bad subject must not stop the batch
-            detail = "".join(traceback.format_exception_only(type(e), e)).strip()
-            yield SubjectOutcome(int(subject), "failed", detail, seconds_total=time.perf_counter() - start)
+    def run_one(subject: int) -> ItemResult:
+        return fit_subject(manager, models, subject, settings, out_dir, resolution, seed, progress, figure,
+                           query_mode, chunk)
+
+    yield from run_subjects(subjects, lambda s: layout.summary_path(out_dir, s).is_file(), run_one, overwrite)
 
 
 # ---------------------------------------------------------------------------- random samples
@@ -179,12 +139,12 @@ def sample_identities(
     seed: int = 0,
     progress: bool = True,
     chunk: int = DEFAULT_CHUNK,
-) -> List[SubjectOutcome]:
+) -> List[ItemResult]:
     """Mesh and render ``n`` random identities: ``out_dir/samples/mesh_{i:04d}.ply``,
     ``lat_{i:04d}.npy`` and ``sample_{i:04d}.png``. A sample that fails is reported."""
     mean, std = latent_statistics(models.latents_train)
     lat = sample_latents(mean, std, n, settings.sample_std_scale, torch.Generator().manual_seed(seed))
-    folder = Path(out_dir) / "samples"
+    folder = layout.samples_dir(out_dir)
     outcomes = []
     for i in tqdm(range(n), desc="random samples", disable=not progress):
         start = time.perf_counter()
@@ -194,7 +154,7 @@ def sample_identities(
             save_npy(folder / f"lat_{i:04d}.npy", lat[i].cpu().numpy())
             save_mesh(folder / f"mesh_{i:04d}.ply", mesh)
             mesh_picture(folder / f"sample_{i:04d}.png", mesh)
-            outcomes.append(SubjectOutcome(i, "done", seconds_total=time.perf_counter() - start))
+            outcomes.append(ItemResult(i, -1, "done", seconds=time.perf_counter() - start))
         except Exception as e:
-            outcomes.append(SubjectOutcome(i, "failed", f"{type(e).__name__}: {e}"))
+            outcomes.append(ItemResult(i, -1, "failed", failure_message(e)))
     return outcomes

@@ -1,4 +1,5 @@
-"""Networks of NPHM and of the NPM baseline."""
+"""Networks of NPHM and of the NPM baseline (their straightforward release-style evaluations,
+the baselines of the tests and benchmarks, are in :mod:`nphm.reference.models`)."""
 from nphm.models.deepsdf import DeepSDF
 from nphm.models.deformation import NPHMDeformation, NPMDeformation
 from nphm.models.ensemble import EnsembledDeepSDF

@@ -28,9 +28,16 @@ def identity_section(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
     raise KeyError("config has neither a 'decoder' nor an 'id_decoder' section")
 
 
-def is_local_identity(decoder_cfg: Mapping[str, Any]) -> bool:
-    """NPHM (local ensemble) configs name the number of anchors; NPM configs do not."""
+def config_is_local(decoder_cfg: Mapping[str, Any]) -> bool:
+    """Whether a ``decoder`` / ``id_decoder`` config section describes an NPHM (local ensemble)
+    identity: NPHM configs name the number of anchors, NPM configs do not."""
     return "decoder_nloc" in decoder_cfg
+
+
+def model_is_local(identity: nn.Module) -> bool:
+    """Whether an identity model is NPHM-style (global + local latent parts) rather than one
+    global latent (NPM)."""
+    return hasattr(identity, "lat_dim_glob") and hasattr(identity, "lat_dim_loc")
 
 
 def identity_from_config(
@@ -39,7 +46,7 @@ def identity_from_config(
     state_dict: Optional[Mapping[str, torch.Tensor]] = None,
 ) -> nn.Module:
     """NPHM or NPM identity model from a ``decoder`` / ``id_decoder`` config section."""
-    if is_local_identity(decoder_cfg):
+    if config_is_local(decoder_cfg):
         pos_mlp_dim = DEFAULT_POS_MLP_DIM
         if state_dict is not None and "mlp_pos.0.weight" in state_dict:
             pos_mlp_dim = int(state_dict["mlp_pos.0.weight"].shape[0])
@@ -62,7 +69,7 @@ def identity_from_config(
 
 def identity_latent_dim(decoder_cfg: Mapping[str, Any]) -> int:
     """Size of the identity latent described by a decoder config section."""
-    if is_local_identity(decoder_cfg):
+    if config_is_local(decoder_cfg):
         return int(decoder_cfg["decoder_lat_dim_glob"]) + (int(decoder_cfg["decoder_nloc"]) + 1) * int(
             decoder_cfg["decoder_lat_dim_loc"]
         )
@@ -96,7 +103,7 @@ def deformation_from_config(
     """
     ex = cfg["ex_decoder"]
     id_cfg = identity_section(cfg)
-    local = is_local_identity(id_cfg)
+    local = config_is_local(id_cfg)
     if mode is None:
         mode = ex.get("mode")
     if mode is None and state_dict is not None:

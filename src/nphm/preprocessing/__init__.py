@@ -1,11 +1,11 @@
 """Training supervision: surface samples of the neutral scans (identity) and neutral <-> posed
-correspondences (expressions), their storage, and batch jobs over a dataset."""
+correspondences (expressions), their storage, the single-view test observations
+(:mod:`nphm.preprocessing.observations`, imported on demand) and batch jobs over a dataset."""
 from nphm.preprocessing.deformation import sample_correspondences, sample_deformation_supervision
 from nphm.preprocessing.identity import IdentitySamples, sample_identity_supervision
 from nphm.preprocessing.jobs import (
     DeformationSettings,
     IdentitySettings,
-    ItemResult,
     PRESETS,
     sample_deformation_dataset,
     sample_identity_dataset,
@@ -23,7 +23,6 @@ __all__ = [
     "DeformationSettings",
     "IdentitySamples",
     "IdentitySettings",
-    "ItemResult",
     "PRESETS",
     "RowArray",
     "SupervisionError",

@@ -11,7 +11,7 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Sequence, Tuple, Union
+from typing import Callable, Iterator, List, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -23,14 +23,12 @@ from nphm.preprocessing.identity import (
     N_SAMPLES_RELEASE,
     sample_identity_supervision,
 )
-from nphm.utils.results import ItemResult
+from nphm.layout import ItemResult
+from nphm.utils.seeding import item_generator
 
 _STREAM_IDENTITY, _STREAM_DEFORMATION = 0, 1
-
-
-def item_rng(seed: int, subject: int, expression: int, stream: int) -> np.random.Generator:
-    """Independent generator of one item."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(subject), int(expression), int(stream)]))
+J = TypeVar("J")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -88,7 +86,7 @@ def identity_item(manager, root: Union[str, Path], subject: int, settings: Ident
         samples = sample_identity_supervision(
             np.asarray(scan.vertices), np.asarray(scan.faces), np.asarray(registration.vertices)[mask],
             lambda p: manager.neck_keep_mask(p, subject, expression),
-            settings.n_samples, settings.n_non_face, item_rng(seed, subject, expression, _STREAM_IDENTITY),
+            settings.n_samples, settings.n_non_face, item_generator(seed, subject, expression, _STREAM_IDENTITY),
             face_radius=settings.face_radius,
         )
         storage.write_identity(root, subject, expression, samples.face, samples.non_face)
@@ -128,7 +126,7 @@ def deformation_items(manager, root: Union[str, Path], subject: int, settings: D
                                  f"neutral registration {manager.registration_path(subject, neutral)}")
             pairs = sample_deformation_supervision(
                 np.asarray(reg_neutral.vertices), np.asarray(posed.vertices), np.asarray(reg_neutral.faces), mask,
-                settings.n_per_direction, item_rng(seed, subject, expression, _STREAM_DEFORMATION),
+                settings.n_per_direction, item_generator(seed, subject, expression, _STREAM_DEFORMATION),
                 sigmas=settings.sigmas, n_non_face_per_direction=settings.n_non_face_per_direction,
             )
             storage.write_deformation(root, subject, expression, pairs)
@@ -149,7 +147,12 @@ def _deformation_job(args) -> List[ItemResult]:
     return deformation_items(*args)
 
 
-def _run(job, jobs: list, workers: int) -> Iterator[List[ItemResult]]:
+def run_jobs(job: Callable[[J], R], jobs: Sequence[J], workers: int = 1) -> Iterator[R]:
+    """``job(j)`` for every ``j`` of ``jobs``, in order; in ``workers`` processes when > 1.
+
+    The one process-pool runner of the preparation steps (supervision, observations): ``job``
+    must be a module-level function and its argument picklable.
+    """
     if workers <= 1:
         for j in jobs:
             yield job(j)
@@ -164,7 +167,7 @@ def sample_identity_dataset(manager, root: Union[str, Path], subjects: Sequence[
     """Identity supervision of ``subjects`` into ``root``; yields the results of one subject
     at a time (in order)."""
     jobs = [(manager, root, s, settings, seed, overwrite) for s in subjects]
-    yield from _run(_identity_job, jobs, workers)
+    yield from run_jobs(_identity_job, jobs, workers)
 
 
 def sample_deformation_dataset(manager, root: Union[str, Path], subjects: Sequence[int],
@@ -173,4 +176,4 @@ def sample_deformation_dataset(manager, root: Union[str, Path], subjects: Sequen
     """Correspondences of every expression of ``subjects`` into ``root``; yields the results
     of one subject at a time (in order)."""
     jobs = [(manager, root, s, settings, seed, overwrite) for s in subjects]
-    yield from _run(_deformation_job, jobs, workers)
+    yield from run_jobs(_deformation_job, jobs, workers)

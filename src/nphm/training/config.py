@@ -1,8 +1,11 @@
 """Training settings: the ``training`` section of a config, completed with defaults.
 
 The release's configs (``configs/nphm.yaml`` etc.) hold only part of the knobs; the others
-were hard-coded in its scripts. Their values are the defaults here, so a release config trains
-exactly as the release did, and every value can be set in the yaml:
+were hard-coded in its scripts. Their values are the defaults of :class:`IdentityTrainingSettings`
+(stage 1) and :class:`ExpressionTrainingSettings` (stage 2), so a release config trains exactly
+as the release did, and every value can be set in the yaml. Required in both stages: ``lr``,
+``lr_lat``, ``weight_decay`` and ``lambdas`` ({loss name: weight}); keys that no setting reads
+are accepted and kept (:attr:`CommonTrainingSettings.extra`). The keys:
 
 Both stages:
     ``nepochs`` (stage 1: 30001, stage 2: 8000), ``batch_size``, ``lr``, ``lr_lat``,
@@ -21,8 +24,9 @@ Stage 1:
     the release's ``uniform_ball(rad=0.5)`` draws ``r = U(0, 0.5) ** (1/3)``, which is uniform
     in the ball of that radius, not of radius 0.5), ``sigma_near``
     (0.01), ``query_mode`` of the NPHM ensemble (``sparse`` or ``exact``) and, in sparse mode,
-    ``sparse_tol`` (total blend weight per point that may be dropped; null: the model's default
-    1e-6; larger values evaluate fewer members and train faster), ``anchors_mean``
+    ``sparse_tol`` (bound on what sparse mode may drop per point; null: the model's default,
+    :data:`nphm.models.identity.SPARSE_TOL`; larger values evaluate fewer members and train
+    faster), ``anchors_mean``
     (``asset``: the dataset's anchors_39.npy; ``train_mean``: mean registration anchors of the
     training subjects).
 Stage 2:
@@ -33,87 +37,169 @@ Stage 2:
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Mapping
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Self, Union
 
-COMMON_DEFAULTS: Dict[str, Any] = {
-    "batch_size": 32,
-    "ckpt_interval": 500,
-    "grad_clip": None,
-    "grad_clip_lat": None,
-    "lr_decay_factor": 0.5,
-    "lr_decay_factor_lat": 0.5,
-    "lr_decay_interval": None,
-    "lr_decay_interval_lat": None,
-    "lat_init_std": None,
-    "val_interval": 1,
-    "num_workers": 8,
-    "seed": 0,
-    "preview_resolution": 256,
-    "n_preview": 5,
-    "ckpt": None,
-}
-
-STAGE1_DEFAULTS: Dict[str, Any] = {
-    **COMMON_DEFAULTS,
-    "nepochs": 30001,
-    "npoints_decoder": 750,
-    "npoints_decoder_non": 250,
-    "npoints_non_face": None,
-    "npoints_far": None,
-    "far_radius": 0.5 ** (1.0 / 3.0),
-    "sigma_near": 0.01,
-    "lr_decay_start_lat": 1000,
-    "query_mode": "sparse",
-    "sparse_tol": None,
-    "anchors_mean": "asset",
-}
-
-STAGE2_DEFAULTS: Dict[str, Any] = {
-    **COMMON_DEFAULTS,
-    "nepochs": 8000,
-    "npoints_decoder": 1000,
-    "npoints_zero": 100,
-    "zero_box": 1.25,
-    "lr_decay_start_lat": 0,
-    "lat_init_std": 0.01,
-    "shape_exp_name": None,
-    "shape_ckpt": None,
-}
-
+#: Keys every training block must set.
 REQUIRED = ("lr", "lr_lat", "weight_decay", "lambdas")
 
 
-def training_settings(cfg: Mapping[str, Any], stage: int) -> Dict[str, Any]:
-    """The ``training`` section of ``cfg`` with defaults filled in and derived counts resolved.
+def _convert(key: str, value: Any, kind: Any) -> Any:
+    """``value`` of ``training.{key}`` as the field type ``kind`` (int, float, str, their
+    Optional, {str: float}; anything else is kept as given)."""
+    if typing.get_origin(kind) is Union and type(None) in typing.get_args(kind):
+        if value is None:
+            return None
+        kinds = [a for a in typing.get_args(kind) if a is not type(None)]
+        if len(kinds) > 1:
+            return value
+        kind = kinds[0]
+    if kind is dict or typing.get_origin(kind) is dict:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"training.{key} must be a mapping {{loss name: weight}}, got {value!r}")
+        return {str(k): _convert(f"{key}.{k}", v, float) for k, v in value.items()}
+    if kind in (int, float, str):
+        try:
+            return kind(value)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"training.{key} must be {'a number' if kind is not str else 'a string'}, "
+                             f"got {value!r}") from e
+    return value
 
-    Raises:
-        KeyError: a required key (lr, lr_lat, weight_decay, lambdas) is missing.
-        ValueError: a value is out of range.
+
+@dataclass(frozen=True, kw_only=True)
+class CommonTrainingSettings:
+    """The settings both training stages share (keys and defaults: the module docstring).
+
+    Made from a config by :meth:`from_config` of a stage's class; ``to_config`` gives the
+    ``training`` block back (all keys, plus :attr:`extra`).
     """
-    if "training" not in cfg or not isinstance(cfg["training"], Mapping):
-        raise KeyError("config has no 'training' section")
-    given = cfg["training"]
-    missing = [k for k in REQUIRED if k not in given]
-    if missing:
-        raise KeyError(f"config 'training' section lacks {missing}")
-    defaults = STAGE1_DEFAULTS if stage == 1 else STAGE2_DEFAULTS
-    out = copy.deepcopy(defaults)
-    out.update(copy.deepcopy(dict(given)))
-    if stage == 1:
-        if out["npoints_non_face"] is None:
-            out["npoints_non_face"] = int(out["npoints_decoder_non"]) // 5
-        if out["npoints_far"] is None:
-            out["npoints_far"] = int(out["npoints_decoder"]) // 8
-        if out["query_mode"] not in ("sparse", "exact"):
-            raise ValueError(f"training.query_mode must be 'sparse' or 'exact', got {out['query_mode']!r}")
-        if out["anchors_mean"] not in ("asset", "train_mean"):
-            raise ValueError(f"training.anchors_mean must be 'asset' or 'train_mean', got {out['anchors_mean']!r}")
-    for key in ("batch_size", "nepochs", "ckpt_interval", "val_interval"):
-        if int(out[key]) < 1:
-            raise ValueError(f"training.{key} must be >= 1, got {out[key]}")
-    if not isinstance(out["lambdas"], Mapping):
-        raise ValueError("training.lambdas must be a mapping {loss name: weight}")
-    return out
+
+    lr: float
+    lr_lat: float
+    weight_decay: float
+    lambdas: Dict[str, float]
+    nepochs: int
+    lr_decay_start_lat: int
+    batch_size: int = 32
+    ckpt_interval: int = 500
+    grad_clip: Optional[float] = None
+    grad_clip_lat: Optional[float] = None
+    lr_decay_factor: float = 0.5
+    lr_decay_factor_lat: float = 0.5
+    lr_decay_interval: Optional[int] = None
+    lr_decay_interval_lat: Optional[int] = None
+    #: None: ``0.1 / sqrt(latent dim)`` (see :meth:`latent_init_std`)
+    lat_init_std: Optional[float] = None
+    val_interval: int = 1
+    num_workers: int = 8
+    seed: int = 0
+    preview_resolution: int = 256
+    n_preview: int = 5
+    ckpt: Optional[int] = None
+    #: keys of the training block that no setting reads (accepted and written back)
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "nepochs", "ckpt_interval", "val_interval"):
+            if int(getattr(self, key)) < 1:
+                raise ValueError(f"training.{key} must be >= 1, got {getattr(self, key)}")
+        if not isinstance(self.lambdas, Mapping):
+            raise ValueError("training.lambdas must be a mapping {loss name: weight}")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> Self:
+        """Settings from a whole config (its ``training`` section) or from the section itself;
+        missing keys keep the defaults.
+
+        Raises:
+            KeyError: a required key (lr, lr_lat, weight_decay, lambdas) is missing.
+            ValueError: a value has the wrong type or is out of range (the message names the key).
+        """
+        block = cfg.get("training", cfg) if isinstance(cfg, Mapping) else None
+        if not isinstance(block, Mapping):
+            raise KeyError("config has no 'training' section")
+        missing = [k for k in REQUIRED if k not in block]
+        if missing:
+            raise KeyError(f"config 'training' section lacks {missing}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        kw: Dict[str, Any] = {k: _convert(k, v, hints[k]) for k, v in block.items() if k in names}
+        kw["extra"] = {k: copy.deepcopy(v) for k, v in block.items() if k not in names}
+        return cls(**kw)
+
+    def to_config(self) -> Dict[str, Any]:
+        """The ``training`` block that reproduces these settings (plain YAML types)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        out["lambdas"] = dict(self.lambdas)
+        out.update(copy.deepcopy(self.extra))
+        return out
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ derived values
+    def latent_init_std(self, latent_dim: int) -> float:
+        """Standard deviation of the initial latents: ``lat_init_std``, else ``0.1 / sqrt(D)``."""
+        return float(self.lat_init_std) if self.lat_init_std is not None else 0.1 / math.sqrt(latent_dim)
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdentityTrainingSettings(CommonTrainingSettings):
+    """Stage 1 (identity model): the common settings and the point sampling / ensemble query.
+
+    ``npoints_non_face`` and ``npoints_far`` given as None are resolved on construction
+    (``npoints_decoder_non // 5`` and ``npoints_decoder // 8``).
+    """
+
+    nepochs: int = 30001
+    lr_decay_start_lat: int = 1000
+    npoints_decoder: int = 750
+    npoints_decoder_non: int = 250
+    npoints_non_face: Optional[int] = None
+    npoints_far: Optional[int] = None
+    far_radius: float = 0.5 ** (1.0 / 3.0)
+    sigma_near: float = 0.01
+    query_mode: str = "sparse"
+    #: None: the model's default, :data:`nphm.models.identity.SPARSE_TOL`
+    sparse_tol: Optional[float] = None
+    anchors_mean: str = "asset"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.npoints_non_face is None:
+            object.__setattr__(self, "npoints_non_face", int(self.npoints_decoder_non) // 5)
+        if self.npoints_far is None:
+            object.__setattr__(self, "npoints_far", int(self.npoints_decoder) // 8)
+        if self.query_mode not in ("sparse", "exact"):
+            raise ValueError(f"training.query_mode must be 'sparse' or 'exact', got {self.query_mode!r}")
+        if self.anchors_mean not in ("asset", "train_mean"):
+            raise ValueError(f"training.anchors_mean must be 'asset' or 'train_mean', got {self.anchors_mean!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExpressionTrainingSettings(CommonTrainingSettings):
+    """Stage 2 (expression model): the common settings, correspondence and zero-offset points
+    and the stage-1 experiment.
+
+    ``shape_exp_name`` / ``shape_ckpt`` are kept as written (the release's configs hold the
+    placeholders ``SHAPE_EXP_NAME`` / ``CHECKPOINT_EPOCH``); :func:`nphm.training.stage2.train`
+    resolves and checks them.
+    """
+
+    nepochs: int = 8000
+    lr_decay_start_lat: int = 0
+    lat_init_std: Optional[float] = 0.01
+    npoints_decoder: int = 1000
+    npoints_zero: int = 100
+    zero_box: float = 1.25
+    shape_exp_name: Optional[str] = None
+    shape_ckpt: Optional[Union[int, str]] = None
 
 
 def lr_at(epoch: int, base: float, factor: float, interval, start: int = -1) -> float:

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nphm.preprocessing.storage import RowArray, SupervisionError, open_deformation, open_identity
+from nphm.utils.seeding import item_generator, item_seed
 
 _STREAM_ITEMS, _STREAM_ORDER, _STREAM_WORKERS = 11, 12, 13
 _MAX_LISTED = 10
@@ -62,7 +63,7 @@ class _KeyedDataset(Dataset):
         self.epoch = int(epoch)
 
     def item_rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng(np.random.SeedSequence([self.seed, _STREAM_ITEMS, self.epoch, int(index)]))
+        return item_generator(self.seed, _STREAM_ITEMS, self.epoch, index)
 
 
 class IdentityDataset(_KeyedDataset):
@@ -191,7 +192,7 @@ def epoch_batches(n_items: int, batch_size: int, seed: int, epoch: int, shuffle:
     """The global batches of one epoch: a permutation keyed by ``(seed, epoch)`` cut into
     batches of ``batch_size`` (the last one may be smaller, as in the release)."""
     if shuffle:
-        order = np.random.default_rng(np.random.SeedSequence([int(seed), _STREAM_ORDER, int(epoch)])).permutation(n_items)
+        order = item_generator(seed, _STREAM_ORDER, epoch).permutation(n_items)
     else:
         order = np.arange(n_items)
     return [order[i : i + batch_size] for i in range(0, n_items, batch_size)]
@@ -232,7 +233,7 @@ def iterate_epoch(
     local = [shard(b, rank, world_size) for b in batches]
     non_empty = [lb.tolist() for lb in local if len(lb)]
     generator = torch.Generator()
-    generator.manual_seed(int(np.random.SeedSequence([int(seed), _STREAM_WORKERS, int(epoch), rank]).generate_state(1)[0]))
+    generator.manual_seed(item_seed(seed, _STREAM_WORKERS, epoch, rank))
     loader = DataLoader(
         dataset,
         batch_sampler=non_empty,

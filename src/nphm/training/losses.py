@@ -111,7 +111,8 @@ def deformation_losses(deformation: nn.Module, batch: Dict[str, torch.Tensor], z
 
 
 def weighted_total(losses: Dict[str, torch.Tensor], lambdas: Dict[str, float]) -> torch.Tensor:
-    """Per-item total ``sum_k lambdas[k] * losses[k]`` (B,).
+    """Per-item total ``sum_k lambdas[k] * losses[k]`` (B,); every loss must have a weight (the
+    fitting's lenient variant is :func:`nphm.fitting.losses.weighted_total_skipping_unweighted`).
 
     Raises:
         KeyError: a loss has no weight in ``lambdas``.

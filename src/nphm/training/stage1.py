@@ -13,9 +13,9 @@ from typing import Any, Dict, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from nphm.models.factory import identity_from_config, is_local_identity
+from nphm.models.factory import config_is_local, identity_from_config
 from nphm.reconstruction import PREVIEW_BOUNDS, mesh_identity
-from nphm.training.config import training_settings
+from nphm.training.config import IdentityTrainingSettings
 from nphm.training.data import IdentityDataset
 from nphm.training.distributed import init_distributed, shutdown_distributed
 from nphm.training.experiment import prepare_experiment, seed_everything
@@ -44,35 +44,35 @@ class IdentityTask:
 
     name = "identity"
 
-    def __init__(self, cfg: Mapping[str, Any], settings: Mapping[str, Any], manager, supervision_dir: PathLike,
-                 device: torch.device) -> None:
+    def __init__(self, cfg: Mapping[str, Any], settings: IdentityTrainingSettings, manager,
+                 supervision_dir: PathLike, device: torch.device) -> None:
         decoder_cfg = cfg["decoder"]
-        self.local = is_local_identity(decoder_cfg)
+        self.local = config_is_local(decoder_cfg)
         self.manager = manager
         self.settings = settings
         self.device = device
         common = dict(
-            n_face=int(settings["npoints_decoder"]),
-            n_non_face=int(settings["npoints_non_face"]),
-            n_far=int(settings["npoints_far"]),
-            sigma_near=float(settings["sigma_near"]),
-            far_radius=float(settings["far_radius"]),
+            n_face=settings.npoints_decoder,
+            n_non_face=settings.npoints_non_face,
+            n_far=settings.npoints_far,
+            sigma_near=settings.sigma_near,
+            far_radius=settings.far_radius,
             with_anchors=self.local,
-            seed=int(settings["seed"]),
+            seed=settings.seed,
         )
         self.train_set = IdentityDataset(manager, supervision_dir, "train", **common)
         self.val_set = IdentityDataset(manager, supervision_dir, "eval", **common)
         if len(self.train_set) == 0:
             raise ValueError(f"no training subjects with a neutral-open scan in {manager.data_dir}")
-        anchors = mean_anchors(manager, self.train_set, settings["anchors_mean"]) if self.local else None
+        anchors = mean_anchors(manager, self.train_set, settings.anchors_mean) if self.local else None
         self.network = identity_from_config(decoder_cfg, anchors_mean=anchors)
         if self.local:
-            self.network.query_mode = settings["query_mode"]
-            if settings["sparse_tol"] is not None:
-                self.network.sparse_tol = float(settings["sparse_tol"])
+            self.network.query_mode = settings.query_mode
+            if settings.sparse_tol is not None:
+                self.network.sparse_tol = settings.sparse_tol
         self.latent_dim = int(self.network.lat_dim)
         self.loss_keys = NPHM_LOSSES if self.local else NPM_LOSSES
-        self.query_mode = settings["query_mode"] if self.local else None
+        self.query_mode = settings.query_mode if self.local else None
 
     def losses(self, batch: Dict[str, torch.Tensor], z: torch.Tensor, split: str) -> Dict[str, torch.Tensor]:
         return identity_losses(self.network, batch, z, mode=self.query_mode)
@@ -88,8 +88,8 @@ class IdentityTask:
     def preview(self, epoch: int, out_dir: Path, latents: Dict[str, torch.Tensor]) -> Optional[Path]:
         """Meshes of the first ``n_preview`` training and validation latents
         (``{split}_{subject}_{expression}.ply``) and ``preview.png`` next to the training scans."""
-        n = int(self.settings["n_preview"])
-        res = int(self.settings["preview_resolution"])
+        n = self.settings.n_preview
+        res = self.settings.preview_resolution
         tiles = []
         for split, dataset in (("train", self.train_set), ("val", self.val_set)):
             for i in range(min(n, len(dataset))):
@@ -142,12 +142,12 @@ def train(
         decoder_cfg = cfg.get("decoder")
         if decoder_cfg is None:
             raise KeyError(f"{Path(exp_dir) / 'configs.yaml'}: a stage-1 config needs a 'decoder' section")
-        if local is not None and local != is_local_identity(decoder_cfg):
-            kind = "NPHM (decoder_nloc set)" if is_local_identity(decoder_cfg) else "NPM (no decoder_nloc)"
+        if local is not None and local != config_is_local(decoder_cfg):
+            kind = "NPHM (decoder_nloc set)" if config_is_local(decoder_cfg) else "NPM (no decoder_nloc)"
             flag = "with -local" if local else "without -local"
             raise ValueError(f"the config describes an {kind} identity model, but training was started {flag}")
-        settings = training_settings(cfg, stage=1)
-        seed_everything(int(settings["seed"]))
+        settings = IdentityTrainingSettings.from_config(cfg)
+        seed_everything(settings.seed)
         if supervision_dir is None:
             supervision_dir = paths.SUPERVISION_IDENTITY
         manager = DataManager(data_dir, description)

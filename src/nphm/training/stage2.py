@@ -28,10 +28,10 @@ from nphm.checkpoints import (
     read_checkpoint,
 )
 from nphm.models.deformation import NPMDeformation
-from nphm.models.factory import deformation_from_config, identity_from_config, identity_section, is_local_identity
+from nphm.models.factory import config_is_local, deformation_from_config, identity_from_config, identity_section
 from nphm.query import deform_points
 from nphm.reconstruction import PREVIEW_BOUNDS, mesh_identity
-from nphm.training.config import training_settings
+from nphm.training.config import ExpressionTrainingSettings
 from nphm.training.data import DeformationDataset
 from nphm.training.distributed import init_distributed, shutdown_distributed
 from nphm.training.experiment import prepare_experiment, seed_everything
@@ -77,7 +77,7 @@ class FrozenIdentity:
         self.source = checkpoint_path(exp_dir, epoch)
         self.decoder_cfg = dict(identity_section(cfg))
         state = ckpt["decoder_state_dict"]
-        self.local = is_local_identity(self.decoder_cfg)
+        self.local = config_is_local(self.decoder_cfg)
         anchors = None
         if self.local:
             if MEAN_ANCHORS_KEY in ckpt:
@@ -125,14 +125,14 @@ class ExpressionTask:
 
     name = "expression"
 
-    def __init__(self, cfg: Mapping[str, Any], settings: Mapping[str, Any], manager, supervision_dir: PathLike,
-                 identity: FrozenIdentity, mode: str, device: torch.device) -> None:
+    def __init__(self, cfg: Mapping[str, Any], settings: ExpressionTrainingSettings, manager,
+                 supervision_dir: PathLike, identity: FrozenIdentity, mode: str, device: torch.device) -> None:
         self.manager = manager
         self.settings = settings
         self.identity = identity
         self.device = device
-        common = dict(n_points=int(settings["npoints_decoder"]), n_zero=int(settings["npoints_zero"]),
-                      zero_box=float(settings["zero_box"]), seed=int(settings["seed"]))
+        common = dict(n_points=settings.npoints_decoder, n_zero=settings.npoints_zero, zero_box=settings.zero_box,
+                      seed=settings.seed)
         self.train_set = DeformationDataset(manager, supervision_dir, "train", **common)
         self.val_set = DeformationDataset(manager, supervision_dir, "eval", **common)
         if len(self.train_set) == 0:
@@ -162,8 +162,8 @@ class ExpressionTask:
     def preview(self, epoch: int, out_dir: Path, latents: Dict[str, torch.Tensor]) -> Optional[Path]:
         """Posed meshes of ``n_preview`` training and validation items
         (``{split}_{subject}_{expression}.ply``) next to their registrations, in ``preview.png``."""
-        n = int(self.settings["n_preview"])
-        res = int(self.settings["preview_resolution"])
+        n = self.settings.n_preview
+        res = self.settings.preview_resolution
         tiles: List = []
         canonical: Dict = {}
         for split, dataset in (("train", self.train_set), ("val", self.val_set)):
@@ -260,13 +260,13 @@ def train(
         cfg["id_decoder"] = dict(identity_section(id_cfg))
         cfg["training"]["shape_exp_name"] = id_dir.name
         cfg["training"]["shape_ckpt"] = id_epoch
-        local = is_local_identity(cfg["id_decoder"])
+        local = config_is_local(cfg["id_decoder"])
         if (mode == "npm") == local:
             kind = "NPHM" if local else "NPM"
             raise ValueError(f"mode {mode!r} does not fit the {kind} identity model of {id_dir}")
         cfg = prepare_experiment(exp_dir, cfg, dist_info)
-        settings = training_settings(cfg, stage=2)
-        seed_everything(int(settings["seed"]))
+        settings = ExpressionTrainingSettings.from_config(cfg)
+        seed_everything(settings.seed)
         manager = DataManager(data_dir, description)
         if supervision_dir is None:
             supervision_dir = paths.SUPERVISION_DEFORMATION_OPEN

@@ -15,7 +15,6 @@ continues with epoch ``N + 1`` and gives the same parameters as an uninterrupted
 """
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nphm.checkpoints import available_epochs, load_state_dict_checked, read_checkpoint, save_checkpoint
-from nphm.training.config import lr_at
+from nphm.training.config import CommonTrainingSettings, lr_at
 from nphm.training.data import iterate_epoch
 from nphm.training.distributed import DistInfo, all_reduce_gradients, all_reduce_sum, barrier, broadcast_module
 from nphm.training.latents import LatentTable
@@ -72,7 +71,7 @@ class AutoDecoderTrainer:
 
     Args:
         task: the stage.
-        settings: resolved training settings (:func:`nphm.training.config.training_settings`).
+        settings: the stage's training settings (:mod:`nphm.training.config`).
         exp_dir: experiment folder (``configs.yaml`` is written by the caller).
         device: torch device of this process.
         dist_info: data-parallel setup (:func:`nphm.training.distributed.init_distributed`).
@@ -85,7 +84,7 @@ class AutoDecoderTrainer:
     def __init__(
         self,
         task: TrainingTask,
-        settings: Mapping[str, Any],
+        settings: CommonTrainingSettings,
         exp_dir: PathLike,
         device: torch.device,
         dist_info: DistInfo = DistInfo(),
@@ -95,19 +94,19 @@ class AutoDecoderTrainer:
         progress: bool = True,
     ) -> None:
         self.task = task
-        self.s = dict(settings)
+        self.s = settings
         self.exp_dir = Path(exp_dir)
         self.device = device
         self.dist = dist_info
         self.progress = progress and dist_info.is_main
         self.network = task.network.to(device)
         D = task.latent_dim
-        init_std = self.s["lat_init_std"] if self.s["lat_init_std"] is not None else 0.1 / math.sqrt(D)
-        self.latents = LatentTable(len(task.train_set), D, init_std, self.s["lr_lat"], device)
-        self.latents_val = LatentTable(len(task.val_set), D, init_std, self.s["lr_lat"], device)
-        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=float(self.s["lr"]),
-                                           weight_decay=float(self.s["weight_decay"]))
-        self.lambdas = {k: float(v) for k, v in self.s["lambdas"].items()}
+        init_std = self.s.latent_init_std(D)
+        self.latents = LatentTable(len(task.train_set), D, init_std, self.s.lr_lat, device)
+        self.latents_val = LatentTable(len(task.val_set), D, init_std, self.s.lr_lat, device)
+        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=float(self.s.lr),
+                                           weight_decay=float(self.s.weight_decay))
+        self.lambdas = {k: float(v) for k, v in self.s.lambdas.items()}
         missing = [k for k in task.loss_keys if k not in self.lambdas]
         if missing:
             raise KeyError(f"training.lambdas has no weight for loss(es) {missing}")
@@ -119,9 +118,8 @@ class AutoDecoderTrainer:
     # ------------------------------------------------------------------ schedules
     def set_learning_rates(self, epoch: int) -> Dict[str, float]:
         s = self.s
-        lr = lr_at(epoch, s["lr"], s["lr_decay_factor"], s["lr_decay_interval"])
-        lr_lat = lr_at(epoch, s["lr_lat"], s["lr_decay_factor_lat"], s["lr_decay_interval_lat"],
-                       int(s["lr_decay_start_lat"]))
+        lr = lr_at(epoch, s.lr, s.lr_decay_factor, s.lr_decay_interval)
+        lr_lat = lr_at(epoch, s.lr_lat, s.lr_decay_factor_lat, s.lr_decay_interval_lat, s.lr_decay_start_lat)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.latents.set_lr(lr_lat)
@@ -133,7 +131,7 @@ class AutoDecoderTrainer:
         extra = {
             "trainer_state_version": TRAINER_STATE_VERSION,
             "rng": capture_rng(),
-            "schedule": {"epoch": epoch, "next_epoch": epoch + 1, **{k: self.s[k] for k in (
+            "schedule": {"epoch": epoch, "next_epoch": epoch + 1, **{k: getattr(self.s, k) for k in (
                 "lr", "lr_lat", "lr_decay_factor", "lr_decay_factor_lat", "lr_decay_interval",
                 "lr_decay_interval_lat", "lr_decay_start_lat")}},
             "world_size": self.dist.world_size,
@@ -151,7 +149,7 @@ class AutoDecoderTrainer:
         epochs = available_epochs(self.exp_dir)
         if not epochs:
             return 0
-        epoch = int(self.s["ckpt"]) if self.s.get("ckpt") is not None else epochs[-1]
+        epoch = self.s.ckpt if self.s.ckpt is not None else epochs[-1]
         ckpt = read_checkpoint(self.exp_dir, epoch)
         source = f"{self.exp_dir}/checkpoints/checkpoint_epoch_{epoch}.tar"
         load_state_dict_checked(self.network, ckpt["decoder_state_dict"], source)
@@ -185,9 +183,9 @@ class AutoDecoderTrainer:
         sums = torch.zeros(len(keys), dtype=torch.float64)
         n_batches = 0
         self.network.train(train)
-        batches = iterate_epoch(dataset, int(self.s["batch_size"]), epoch, int(self.s["seed"]) + (0 if train else 1),
+        batches = iterate_epoch(dataset, self.s.batch_size, epoch, self.s.seed + (0 if train else 1),
                                 self.dist.rank, self.dist.world_size,
-                                num_workers=int(self.s["num_workers"]), pin_memory=self.device.type == "cuda",
+                                num_workers=self.s.num_workers, pin_memory=self.device.type == "cuda",
                                 shuffle=True)
         for global_batch, _, batch in batches:
             if train:
@@ -209,9 +207,9 @@ class AutoDecoderTrainer:
                 all_reduce_gradients(self.network.parameters(), self.dist)
             table.reduce_gradient(global_rows, self.dist)
             if train:
-                if self.s["grad_clip"] is not None:
-                    torch.nn.utils.clip_grad_norm_(self.network.parameters(), max_norm=float(self.s["grad_clip"]))
-            table.clip_gradient(self.s["grad_clip_lat"])
+                if self.s.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.network.parameters(), max_norm=float(self.s.grad_clip))
+            table.clip_gradient(self.s.grad_clip_lat)
             if train:
                 self.optimizer.step()
             table.step()
@@ -235,7 +233,7 @@ class AutoDecoderTrainer:
             ``{"start_epoch", "last_epoch", "history": [per-epoch log rows]}``.
         """
         start = self.resume()
-        nepochs = int(self.s["nepochs"])
+        nepochs = self.s.nepochs
         end = nepochs if stop_after is None else min(nepochs, start + int(stop_after))
         keys = ["loss"] + list(self.task.loss_keys)
         columns = ["time_s", "lr", "lr_lat"] + keys + [f"val_{k}" for k in keys]
@@ -251,15 +249,15 @@ class AutoDecoderTrainer:
                 t0 = time.time()
                 row: Dict[str, Any] = {"epoch": epoch, **self.set_learning_rates(epoch)}
                 row.update(self._pass(epoch, "train"))
-                if len(self.task.val_set) and epoch % int(self.s["val_interval"]) == 0:
+                if len(self.task.val_set) and epoch % self.s.val_interval == 0:
                     row.update({f"val_{k}": v for k, v in self._pass(epoch, "val").items()})
                 row["time_s"] = time.time() - t0
                 last = epoch
-                is_ckpt = epoch % int(self.s["ckpt_interval"]) == 0 or epoch == end - 1
+                is_ckpt = epoch % self.s.ckpt_interval == 0 or epoch == end - 1
                 if is_ckpt:
                     if self.dist.is_main:
                         self.save(epoch)
-                        if epoch % int(self.s["ckpt_interval"]) == 0 or epoch == nepochs - 1:
+                        if epoch % self.s.ckpt_interval == 0 or epoch == nepochs - 1:
                             self._preview(epoch)
                     barrier(self.dist)
                 if csv_log is not None:
@@ -273,7 +271,7 @@ class AutoDecoderTrainer:
         return {"start_epoch": start, "last_epoch": last, "history": history}
 
     def _preview(self, epoch: int) -> None:
-        if int(self.s["n_preview"]) <= 0:
+        if self.s.n_preview <= 0:
             return
         out_dir = self.exp_dir / "recs" / f"epoch_{epoch}"
         latents = {"train": self.latents.weight.detach(), "val": self.latents_val.weight.detach()}
@@ -286,7 +284,7 @@ class AutoDecoderTrainer:
             self.network.train()
 
 
-def run_training(task: TrainingTask, settings: Mapping[str, Any], exp_dir: PathLike, device: torch.device,
+def run_training(task: TrainingTask, settings: CommonTrainingSettings, exp_dir: PathLike, device: torch.device,
                  dist_info: DistInfo, wandb_mode: str, project: str, config: Mapping[str, Any], progress: bool,
                  stop_after: Optional[int]) -> Dict[str, Any]:
     """Train ``task`` with an :class:`AutoDecoderTrainer` (network and latent tables start equal in

@@ -64,12 +64,14 @@ def add_training_run_args(p: argparse.ArgumentParser, experiment_dir: Path) -> N
 
 
 def load_yaml_config(path: Path) -> dict:
-    """The yaml config at ``path``; a missing file ends the script with a message naming it."""
-    import yaml
+    """:func:`nphm.config.load_yaml` for scripts: a missing or unreadable file ends the script
+    with a message naming it (not a traceback)."""
+    from nphm.config import load_yaml
 
-    if not Path(path).is_file():
-        raise SystemExit(f"config file not found: {path}")
-    return yaml.safe_load(Path(path).read_text())
+    try:
+        return load_yaml(path, "config file")
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(str(e)) from e
 
 
 def report_item_results(results, n_subjects: int, desc: str, out_dir: Path) -> int:

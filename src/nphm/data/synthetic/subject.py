@@ -15,6 +15,7 @@ from nphm.data.synthetic.expression import ExpressionParams, apply_expression, e
 from nphm.data.synthetic.scan import cut_and_noise, random_similarity
 from nphm.data.synthetic.shape import IdentityParams, sample_identity
 from nphm.data.synthetic.template import Template, get_template, ray_hits, surface_points
+from nphm.utils.seeding import item_generator
 
 _STREAM_IDENTITY, _STREAM_EXPRESSION, _STREAM_SCAN, _STREAM_SIMILARITY = 0, 1, 2, 3
 
@@ -23,7 +24,7 @@ def rng_for(seed: int, subject: int, stream: int, expression: int = 0) -> np.ran
     """Independent random generator for one (seed, subject, stream, expression)."""
     if min(seed, subject, expression) < 0:
         raise ValueError(f"seed, subject and expression must be >= 0, got {seed}, {subject}, {expression}")
-    return np.random.default_rng(np.random.SeedSequence([seed, subject, stream, expression]))
+    return item_generator(seed, subject, stream, expression)
 
 
 @dataclass

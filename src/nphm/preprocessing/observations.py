@@ -25,7 +25,6 @@ hit (the release stores every pixel, NaN for misses) and files are float32.
 from __future__ import annotations
 
 import traceback
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator, List, Sequence, Tuple
 
@@ -35,7 +34,9 @@ from nphm.data.frames import FLAME_TO_NPHM_SCALE
 from nphm.data.manager import DataManager
 from nphm.rendering import Camera, MeshRayCaster, fibonacci_sphere, look_at
 from nphm.utils.io import save_npy
-from nphm.utils.results import ItemResult
+from nphm.layout import ItemResult
+from nphm.preprocessing.jobs import run_jobs
+from nphm.utils.seeding import item_generators
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,7 @@ def item_rngs(seed: int, subject: int, expression: int) -> Tuple[np.random.Gener
     """Three independent generators (frontal camera, frontal subsample, back subsample) per
     (seed, subject, expression): results do not depend on which items were already done or
     on the number of workers."""
-    children = np.random.SeedSequence([int(seed), int(subject), int(expression)]).spawn(3)
-    return tuple(np.random.default_rng(c) for c in children)
+    return item_generators(seed, subject, expression, n=3)
 
 
 def _outputs(manager: DataManager, subject: int, expression: int, with_back: bool) -> List:
@@ -201,15 +201,10 @@ def generate_observations(manager: DataManager, subjects: Sequence[int], seed: i
                           overwrite: bool = False) -> Iterator[ItemResult]:
     """Generate observations for ``subjects`` into ``manager.single_view_dir``.
 
-    Yields one :class:`ItemResult` per scan (in completion order when ``workers > 1``).
+    Yields one :class:`ItemResult` per scan (in order).
     Finished scans are skipped unless ``overwrite``; failures are reported, not raised.
     """
     items, failures = plan(manager, subjects)
     yield from failures
     jobs = [(manager, s, e, b, seed, protocol, overwrite) for s, e, b in items]
-    if workers <= 1:
-        for job in jobs:
-            yield _run(job)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(_run, jobs, chunksize=1)
+    yield from run_jobs(_run, jobs, workers)

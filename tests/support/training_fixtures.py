@@ -1,12 +1,11 @@
-"""Shared test data of the supervision and training tests (no tests here).
+"""Shared test data of the supervision and training tests: the tiny dataset and tiny configs.
 
-A tiny synthetic dataset (5 subjects x 3 expressions: 3 train, 1 eval, 1 test subjects) with
-small identity and deformation supervision, generated once per test session and shared by
-every module that asks for it.
+The tiny synthetic dataset (5 subjects x 3 expressions: 3 train, 1 eval, 1 test subjects) with
+small identity and deformation supervision is built once per test session by the ``tiny``
+fixture of ``conftest.py`` (:func:`build_tiny_dataset`).
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Dict
 
@@ -16,33 +15,29 @@ from nphm.data import DataManager
 
 N_SUBJECTS, N_EXPRESSIONS, SEED = 5, 3, 3
 IDENTITY_SAMPLES, IDENTITY_NON_FACE, PAIRS_PER_DIRECTION = 60_000, 6_000, 1_500
-_CACHE: Dict[str, Path] = {}
 
 
-def tiny_dataset(tmp_path_factory) -> Dict[str, Path]:
-    """``{"data", "identity", "deformation"}`` folders of the shared tiny dataset."""
-    if "root" not in _CACHE:
-        from nphm.data.synthetic import generate_dataset
-        from nphm.preprocessing import (
-            DeformationSettings,
-            IdentitySettings,
-            sample_deformation_dataset,
-            sample_identity_dataset,
-        )
+def build_tiny_dataset(root: Path) -> Dict[str, Path]:
+    """Generate the tiny dataset and its supervision under ``root``; returns its
+    ``{"data", "identity", "deformation"}`` folders."""
+    from nphm.data.synthetic import generate_dataset
+    from nphm.preprocessing import (
+        DeformationSettings,
+        IdentitySettings,
+        sample_deformation_dataset,
+        sample_identity_dataset,
+    )
 
-        root = tmp_path_factory.mktemp("tiny_synthetic")
-        generate_dataset(root / "data", n_subjects=N_SUBJECTS, n_expressions=N_EXPRESSIONS, seed=SEED, workers=1,
-                         progress=False)
-        manager = DataManager(root / "data")
-        subjects = manager.subjects("train") + manager.subjects("eval")
-        for results in sample_identity_dataset(manager, root / "identity", subjects,
-                                               IdentitySettings(IDENTITY_SAMPLES, IDENTITY_NON_FACE)):
-            assert all(r.status == "done" for r in results), results
-        for results in sample_deformation_dataset(manager, root / "deformation", subjects,
-                                                  DeformationSettings(PAIRS_PER_DIRECTION)):
-            assert all(r.status == "done" for r in results), results
-        _CACHE["root"] = root
-    root = _CACHE["root"]
+    generate_dataset(root / "data", n_subjects=N_SUBJECTS, n_expressions=N_EXPRESSIONS, seed=SEED, workers=1,
+                     progress=False)
+    manager = DataManager(root / "data")
+    subjects = manager.subjects("train") + manager.subjects("eval")
+    for results in sample_identity_dataset(manager, root / "identity", subjects,
+                                           IdentitySettings(IDENTITY_SAMPLES, IDENTITY_NON_FACE)):
+        assert all(r.status == "done" for r in results), results
+    for results in sample_deformation_dataset(manager, root / "deformation", subjects,
+                                              DeformationSettings(PAIRS_PER_DIRECTION)):
+        assert all(r.status == "done" for r in results), results
     return {"data": root / "data", "identity": root / "identity", "deformation": root / "deformation"}
 
 
@@ -84,10 +79,6 @@ def expression_config(kind: str, shape_exp_name: str, nepochs: int = 4, **traini
              grad_clip=0.025, grad_clip_lat=0.025, lr=1e-3, shape_exp_name=shape_exp_name, shape_ckpt=None)
     t.update(training)
     return {"ex_decoder": ex, "training": t}
-
-
-def copy_config(cfg: dict) -> dict:
-    return copy.deepcopy(cfg)
 
 
 def state_arrays(ckpt: dict) -> Dict[str, np.ndarray]:

@@ -2,7 +2,7 @@
 
 Truth: an identity latent and some expression latents of a trained model; their meshes (the
 canonical zero level set pushed forward by each expression) are rendered with the release's
-single-view camera protocol (:mod:`nphm.data.observations`: a random frontal view per expression,
+single-view camera protocol (:mod:`nphm.preprocessing.observations`: a random frontal view per expression,
 plus a view from behind for the first), and the model is fitted to those points from zero
 latents. Errors are symmetric Chamfer distances between surface samples of the fitted and the
 true posed meshes, next to the same distance for the mean head (zero latents).
@@ -18,7 +18,7 @@ import torch
 import trimesh
 from torch import nn
 
-from nphm.data.observations import ObservationProtocol, back_eye, frontal_eye, observe
+from nphm.preprocessing.observations import ObservationProtocol, back_eye, frontal_eye, observe
 from nphm.fitting.joint import FitResult, fit_joint
 from nphm.fitting.meshing import mesh_fit
 from nphm.fitting.schedule import FittingSettings

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from nphm.fitting.schedule import BroydenSettings
-from nphm.models.reference import naive_deepsdf, naive_mlp, naive_nphm_sdf
+from nphm.reference.models import naive_deepsdf, naive_mlp, naive_nphm_sdf
 
 
 def naive_deformation(
