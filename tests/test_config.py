@@ -13,7 +13,7 @@ from nphm.fitting import io as fio
 from nphm.fitting.config import FittingConfig
 from nphm.fitting.schedule import FittingSettings
 from nphm.training.config import ExpressionTrainingSettings, IdentityTrainingSettings
-from nphm.utils.cli import load_yaml_config
+from nphm.cli.common import load_yaml_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 IDENTITY_CONFIGS = ["nphm.yaml", "npm.yaml", "nphm_cpu.yaml", "npm_cpu.yaml"]

@@ -1,6 +1,5 @@
 """Fitting your own scan: reading files, alignment to the nphm frame, fit, outputs."""
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -196,8 +195,7 @@ def test_custom_fit_output_lies_on_the_input(tmp_path):
 
 
 def test_script_reports_bad_input(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "scripts" / "fitting"))
-    import fit_custom
+    from nphm.cli import fit_custom
 
     code = fit_custom.main(["--points", str(tmp_path / "nothing.ply"), "--cfg_file", str(tmp_path / "none.yaml")])
     assert code == 2

@@ -174,7 +174,7 @@ def test_warm_started_steps_match_cold_steps_and_cache_exact_jacobians():
 def test_step_benchmark_compares_equal_steps():
     """The fitting-speed comparison times steps that compute the same loss and gradients (no
     timing is checked here), and its warm timing really starts from the cache of the fit."""
-    from nphm.fitting.benchmark import compare_step
+    from nphm.experiments.fitting_speed import compare_step
 
     idm, de = tiny_nphm(torch.float32)
     g = torch.Generator().manual_seed(5)
@@ -277,7 +277,6 @@ class FakeManager:
 
 def test_fit_subjects_writes_release_layout_and_continues_after_failure(tmp_path):
     from nphm.layout import find_prediction
-    from nphm.mesh import extract_mesh
     from nphm.fitting.meshing import mesh_fit
 
     idm, de = AnalyticHeadIdentity(), AnalyticExpression()
@@ -350,13 +349,13 @@ def test_random_samples_follow_training_statistics():
 def cpu_experiments(cfg) -> Path:
     """The folder with the experiments a CPU fitting config names: EXPERIMENT_DIR if it has them,
     else the shipped ones (PRETRAINED); skips the test when neither has them."""
-    import env_paths
+    from nphm import paths
 
     names = (cfg.exp_name_shape, cfg.exp_name_expr)
-    for experiment_dir in (env_paths.EXPERIMENT_DIR, env_paths.PRETRAINED):
+    for experiment_dir in (paths.EXPERIMENT_DIR, paths.PRETRAINED):
         if all((experiment_dir / name / "checkpoints").is_dir() for name in names):
             return experiment_dir
-    pytest.skip(f"experiments {names} neither in {env_paths.EXPERIMENT_DIR} nor in {env_paths.PRETRAINED}")
+    pytest.skip(f"experiments {names} neither in {paths.EXPERIMENT_DIR} nor in {paths.PRETRAINED}")
 
 
 @pytest.mark.slow
@@ -399,11 +398,9 @@ def test_recovery_with_cpu_checkpoints(kind):
 
 @pytest.mark.slow
 def test_fitting_script_on_synthetic_test_subject(tmp_path):
-    """scripts/fitting/fitting_pointclouds.py with the CPU config on one test subject of the
-    dataset in env_paths (needs the single-view observations); its outputs must load in the
-    evaluation."""
-    import sys
-
+    """scripts/fitting/fitting_pointclouds.py (:mod:`nphm.cli.fitting_pointclouds`) with the CPU
+    config on one test subject of the dataset in ``nphm.paths.DATA`` (needs the single-view
+    observations); its outputs must load in the evaluation."""
     from nphm.data import DataManager
     from nphm.evaluation import EvalSettings, evaluate_results_dir
 
@@ -415,8 +412,7 @@ def test_fitting_script_on_synthetic_test_subject(tmp_path):
         manager.load_observation(subject, manager.test_expressions(subject)[0])
     except (FileNotFoundError, ValueError, IndexError) as e:
         pytest.skip(f"no dataset / observations: {e}")
-    sys.path.insert(0, str(ROOT / "scripts" / "fitting"))
-    import fitting_pointclouds
+    from nphm.cli import fitting_pointclouds
 
     code = fitting_pointclouds.main(["-cfg_file", str(ROOT / "configs" / "fitting_nphm_cpu.yaml"), "-exp_name", "t",
                                      "-exp_tag", "t", "-resolution", "96", "--subjects", str(subject), "--steps", "60",

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from nphm.benchmarks import quality
-from nphm.benchmarks.quality import MethodResult, QualityConfig, ensure_models, metric_table, restrict_manager
+from nphm.experiments import quality
+from nphm.experiments.quality import QualityConfig, ensure_models, metric_table
+from nphm.experiments.stages import MethodRun, restrict_test_split
 from nphm.checkpoints import checkpoint_path
 from nphm.data import DataManager
 from nphm.data.description import DatasetDescription
@@ -30,9 +31,9 @@ def _config(tmp_path: Path, train: str) -> QualityConfig:
                          supervision_deformation=tmp_path / "sup_def", config_dir=REPO / "configs", train=train)
 
 
-def test_restrict_manager_limits_subjects_and_expressions(tmp_path):
+def test_restrict_test_split_limits_subjects_and_expressions(tmp_path):
     manager = _manager(tmp_path)
-    restricted = restrict_manager(manager, [3, 4], max_expressions=2)
+    restricted = restrict_test_split(manager, [3, 4], max_expressions=2)
     assert restricted.subjects("test") == [3, 4]
     assert restricted.test_expressions(3) == [0, 1]
     assert restricted.test_expressions(4) == [0, 2]  # expression 1 was already invalid
@@ -80,8 +81,8 @@ def test_config_rejects_unknown_choices(tmp_path):
 
 
 def test_metric_table_rows_and_missing_methods():
-    results = [MethodResult("npm", "NPM", note="not trained"),
-               MethodResult("nphm", "NPHM", totals={"head": {"n_scans": 8, "chamfer_l1": 0.8764, "chamfer_l2": 1.2,
+    results = [MethodRun("npm", "NPM", note="not trained"),
+               MethodRun("nphm", "NPHM", totals={"head": {"n_scans": 8, "chamfer_l1": 0.8764, "chamfer_l2": 1.2,
                                                              "normals consistency": 0.99, "f_score_05": 0.72,
                                                              "f_score_10": 0.997}})]
     table = metric_table(results, "head").splitlines()

@@ -1,70 +1,8 @@
-"""Evaluate reconstructions against the dataset's scans (the NPHM protocol, CPU only).
-
-Reads RESULTS_DIR/{subject}_{expression}.ply (or {subject}_{expression}_fine.ply) for every
-test expression of the split's subjects and writes, per scan,
-
-    RESULTS_DIR/evaluation/{subject}/expression_{expression}/metrics.json       whole head
-                                                            /metrics_face.json  face region
-                                                            /report.png         pictures
-
-plus RESULTS_DIR/evaluation/failures.json. Finished scans are skipped (--overwrite to redo);
-a missing or broken prediction is reported and the run continues. Ground-truth samples are
-cached per scan (--gt_cache_dir). Then run gather.py for the totals and the summary page.
-
-Example:
-    python scripts/evaluation/eval.py --results_dir work/fitting/forward_nphm/test
-"""
-from __future__ import annotations
-
-import argparse
+#!/usr/bin/env python3
+"""The release's entry point; the job is nphm.cli.eval (console command: nphm-eval)."""
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-import env_paths  # noqa: E402
-from nphm.utils.cli import add_dataset_args  # noqa: E402
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--results_dir", type=Path, required=True, help="folder with the reconstructed meshes")
-    add_dataset_args(p, env_paths.DATA)
-    p.add_argument("--single_view_dir", type=Path, default=env_paths.DATA_SINGLE_VIEW,
-                   help="single-view observations, shown in the pictures (default: %(default)s)")
-    p.add_argument("--split", default="test", choices=["train", "eval", "test", "all"],
-                   help="subjects to evaluate (default: %(default)s)")
-    p.add_argument("--subjects", type=int, nargs="+", default=None, help="only these subjects")
-    p.add_argument("--n_samples", type=int, default=250_000,
-                   help="random samples per mesh, for head and face each (default: %(default)s)")
-    p.add_argument("--n_views", type=int, default=10, help="cameras of the render-based sampling (default: %(default)s)")
-    p.add_argument("--resolution_scale", type=float, default=1.0,
-                   help="scale of the 960x1280 images; < 1 for quick, coarser runs (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the sampling (default: %(default)s)")
-    p.add_argument("--gt_cache_dir", type=Path, default=None,
-                   help="cache of ground-truth samples (default: RESULTS_DIR/evaluation/gt_cache); "
-                        "share it between result folders of the same dataset")
-    p.add_argument("--overwrite", action="store_true", help="re-evaluate scans that already have metrics")
-    p.add_argument("--no_figures", action="store_true", help="do not write the per-scan report.png")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from nphm.data import DataManager
-    from nphm.evaluation import EvalSettings, evaluate_results_dir
-
-    manager = DataManager(args.data_dir, args.description, args.single_view_dir)
-    settings = EvalSettings(n_samples=args.n_samples, n_views=args.n_views,
-                            resolution_scale=args.resolution_scale, seed=args.seed)
-    summary = evaluate_results_dir(
-        args.results_dir, manager, settings, subjects=args.subjects, split=args.split,
-        cache_dir=args.gt_cache_dir, overwrite=args.overwrite, figures=not args.no_figures,
-    )
-    print(f"evaluated {len(summary.evaluated)}, skipped {len(summary.skipped)} already evaluated, "
-          f"failed {len(summary.failed)} (see {args.results_dir / 'evaluation' / 'failures.json'})")
-    return 0
-
+from nphm.cli.eval import main
 
 if __name__ == "__main__":
     sys.exit(main())

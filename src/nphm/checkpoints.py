@@ -7,7 +7,6 @@ release's ``decoder_state_dict``; our own checkpoints add them as the extra top-
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
@@ -19,9 +18,8 @@ from torch import nn
 from nphm.config import load_yaml, save_yaml
 from nphm.models.factory import deformation_from_config, identity_from_config, identity_section
 from nphm.utils.device import resolve_device
-from nphm.utils.io import atomic_path
+from nphm.utils.io import PathLike, atomic_path
 
-PathLike = Union[str, os.PathLike]
 
 CHECKPOINT_KEYS = (
     "epoch",

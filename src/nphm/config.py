@@ -7,15 +7,12 @@ and fitting configs (``configs/fitting_*.yaml``) all go through :func:`load_yaml
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Union
+from typing import Any, Dict, Mapping
 
 import yaml
 
-from nphm.utils.io import atomic_path
-
-PathLike = Union[str, os.PathLike]
+from nphm.utils.io import PathLike, atomic_path
 
 
 def load_yaml(path: PathLike, what: str = "config") -> Dict[str, Any]:

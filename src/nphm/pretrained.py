@@ -14,9 +14,8 @@ against them (the demo regenerates test heads instead of shipping them).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -29,9 +28,8 @@ from nphm.checkpoints import (
     read_checkpoint,
     save_config,
 )
-from nphm.utils.io import atomic_path
+from nphm.utils.io import PathLike, atomic_path
 
-PathLike = Union[str, os.PathLike]
 
 #: Top-level checkpoint entries kept by :func:`export_compact` (tensors or small lists).
 KEPT_KEYS = (
@@ -110,8 +108,6 @@ def export_compact(
         if old != int(epoch):
             checkpoint_path(dst, old).unlink()
     return path
-
-
 
 
 # ------------------------------------------------------------------------ training-set fingerprints

@@ -57,8 +57,8 @@ def surface_distance(points: np.ndarray, mesh: trimesh.Trimesh) -> np.ndarray:
     return np.asarray(d)
 
 
-def chamfer(a: trimesh.Trimesh, b: trimesh.Trimesh, n: int = 20_000, seed: int = 0) -> float:
-    """Symmetric Chamfer-L1 ``(mean d(a->B) + mean d(b->A)) / 2``: ``n`` area-uniform surface
+def sampled_surface_distance(a: trimesh.Trimesh, b: trimesh.Trimesh, n: int = 20_000, seed: int = 0) -> float:
+    """Symmetric mean surface distance ``(mean d(a->B) + mean d(b->A)) / 2``: ``n`` area-uniform surface
     samples of each mesh against the other mesh's surface (in the meshes' unit)."""
     pa, _ = trimesh.sample.sample_surface(a, n, seed=seed)
     pb, _ = trimesh.sample.sample_surface(b, n, seed=seed + 1)
@@ -106,8 +106,8 @@ def recovery_experiment(
     _, fitted = mesh_fit(identity, deformation, fit.z_id, fit.z_ex, resolution, bounds)
     _, mean = mesh_fit(identity, deformation, torch.zeros_like(z_id), torch.zeros_like(z_ex), resolution, bounds)
     return RecoveryResult(
-        chamfer_fit=[chamfer(f, t) for f, t in zip(fitted, truth)],
-        chamfer_mean=[chamfer(m, t) for m, t in zip(mean, truth)],
+        chamfer_fit=[sampled_surface_distance(f, t) for f, t in zip(fitted, truth)],
+        chamfer_mean=[sampled_surface_distance(m, t) for m, t in zip(mean, truth)],
         fit=fit,
         observations=observations,
         truth=truth,

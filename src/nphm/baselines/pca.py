@@ -27,17 +27,15 @@ are themselves linear in the coefficients (sigma: the PCA standard deviations).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.linalg
 
-from nphm.utils.io import atomic_path
+from nphm.utils.io import PathLike, atomic_path
 
-PathLike = Union[str, os.PathLike]
 
 #: (points (N, 3), face ids (N,), barycentric coordinates (N, 3)) of one observed cloud.
 Correspondences = Tuple[np.ndarray, np.ndarray, np.ndarray]

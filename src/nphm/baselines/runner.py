@@ -40,7 +40,7 @@ def fit_pca_subject(manager, model: LinearHeadModel, subject: int, settings: PCA
         with open(tmp, "wb") as f:
             np.savez(f, alpha=fit.alpha, betas=fit.betas, expressions=np.asarray(expressions))
     if figure:
-        from nphm.fitting.figures import fit_figure
+        from nphm.pictures import fit_figure
 
         fit_figure(layout.subject_picture_path(out_dir, subject), meshes, observations,
                    [f"{subject}_{e}" for e in expressions])

@@ -25,18 +25,16 @@ Any other key is kept in :attr:`DatasetDescription.extra`.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional
 
 from nphm import paths
+from nphm.utils.io import PathLike
 
 N_ANCHORS = 39
 N_LANDMARKS = 68
 REQUIRED_ASSETS = ("anchors_mean", "face_mask_registration", "face_region_flame", "template")
-
-PathLike = Union[str, os.PathLike]
 
 
 class DescriptionError(ValueError):

@@ -13,7 +13,6 @@ Splits, neutral expressions, excluded scans and vertex index tables come from a
 """
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from pathlib import Path
@@ -25,8 +24,8 @@ import trimesh
 from nphm.data import frames
 from nphm import paths
 from nphm.data.description import DatasetDescription
+from nphm.utils.io import PathLike
 
-PathLike = Union[str, os.PathLike]
 
 _INDEX_DIR = re.compile(r"^\d{3,}$")
 SPLITS = ("train", "eval", "test", "all")

@@ -16,20 +16,19 @@ import csv
 import io
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from nphm.evaluation.metrics import METRIC_KEYS
 from nphm.layout import METRIC_FILES, evaluation_dir, failures_path
-from nphm.evaluation.report import SUMMARY_COLUMNS, markdown_table, write_summary_pages
-from nphm.utils.io import atomic_path
+from nphm.evaluation.report import SUMMARY_COLUMNS, write_summary_pages
+from nphm.utils.io import PathLike, atomic_path
+from nphm.utils.tables import format_metric, markdown_table
 
 __all__ = ["GatheredMetrics", "collect_metrics", "mean_metrics", "gather", "totals_markdown", "per_subject_markdown"]
 
-PathLike = Union[str, os.PathLike]
 REGIONS = METRIC_FILES
 _EXPR_DIR = re.compile(r"^expression_(-?\d+)$")
 
@@ -122,7 +121,7 @@ def totals_markdown(g: GatheredMetrics) -> str:
     header = ["region", "scans"] + [n for _, n in SUMMARY_COLUMNS]
     rows = [[region, str(int(t["n_scans"]))] + [t.get(k) for k, _ in SUMMARY_COLUMNS]
             for region, t in g.totals.items()]
-    return markdown_table(header, rows)
+    return markdown_table(header, rows, cell=format_metric)
 
 
 def gather(results_dir: PathLike, subjects: Optional[Sequence[int]] = None, pages: bool = True) -> GatheredMetrics:
@@ -165,4 +164,4 @@ def per_subject_markdown(g: GatheredMetrics) -> str:
         rows.append([str(s), str(int(h["n_scans"])), h.get("chamfer_l1"), f.get("chamfer_l1"),
                      h.get("normals consistency"), f.get("normals consistency"), h.get("f_score_05"),
                      f.get("f_score_05")])
-    return markdown_table(header, rows)
+    return markdown_table(header, rows, cell=format_metric)

@@ -77,6 +77,13 @@ def nearest_neighbors(query: np.ndarray, reference: np.ndarray) -> Tuple[np.ndar
     return dist, idx
 
 
+def vertex_set_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Symmetric mean nearest-neighbour distance ``(mean d(a->b) + mean d(b->a)) / 2`` between two
+    point sets (N, 3) and (M, 3), e.g. two meshes' vertices: a check that two meshes coincide,
+    not the evaluation's Chamfer-L1 (which compares render-based surface samples, in mm)."""
+    return float(0.5 * (nearest_neighbors(a, b)[0].mean() + nearest_neighbors(b, a)[0].mean()))
+
+
 def _unit(n: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(n, axis=-1, keepdims=True)
     return n / np.where(norm > 0, norm, 1.0)

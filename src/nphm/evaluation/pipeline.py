@@ -23,7 +23,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import trimesh
@@ -32,7 +32,7 @@ from nphm import layout
 from nphm.evaluation.face_region import FACE_MAX_DISTANCE, FACE_MAX_PLANE_DISTANCE, FaceRegion
 from nphm.evaluation.metrics import eval_pointcloud
 from nphm.evaluation.sampling import RenderProtocol, ScanSamples, sample_scan
-from nphm.utils.io import atomic_path, save_json
+from nphm.utils.io import PathLike, atomic_path, save_json
 from nphm.utils.seeding import item_generator
 
 __all__ = [
@@ -44,7 +44,6 @@ __all__ = [
     "evaluate_results_dir",
 ]
 
-PathLike = Union[str, Path]
 #: Neck-cut margin of the release's evaluation (threshold on (p - origin) . normal).
 NECK_MARGIN = 0.003
 _GT_CACHE_VERSION = 1
@@ -263,7 +262,7 @@ def evaluate_results_dir(
             pred_mesh = _load_prediction(pred_path)
             result = evaluate_scan(manager, subject, expression, pred_mesh, settings, cache_dir)
             if figures:
-                from nphm.evaluation.report import scan_figure
+                from nphm.pictures import scan_figure
 
                 scan_figure(out / "report.png", result, pred_mesh, manager)
             # metrics.json last: its presence marks a finished scan.

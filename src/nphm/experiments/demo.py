@@ -35,7 +35,7 @@ from nphm.evaluation.pipeline import EvalSettings
 from nphm.experiments import stages
 from nphm.experiments.quality import METHOD_LABELS, QualityConfig, claim_output, metric_table, run_method
 from nphm.experiments.stages import MethodRun
-from nphm.utils.tables import markdown_table
+from nphm.utils.tables import format_metric, markdown_table
 
 #: Description of the training set stored beside the shipped models.
 TRAINING_DESCRIPTION = "training_dataset.json"
@@ -180,7 +180,8 @@ def write_report(cfg: DemoConfig, info: Dict[str, object], run: MethodRun, rende
         lines += ["## Failures", ""] + [f"- {f}" for f in all_failures] + [""]
     lines += ["## Wall time", "", "This invocation (work finished by an earlier run of the same settings is reused, "
               "not repeated):", "",
-              markdown_table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in seconds.items()]), ""]
+              markdown_table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in seconds.items()],
+                             cell=format_metric), ""]
     fit_times = []
     for subject in info["subjects"]:
         summary = cfg.out_dir / "fits" / f"{subject}_fitting.json"
@@ -197,8 +198,11 @@ def write_report(cfg: DemoConfig, info: Dict[str, object], run: MethodRun, rende
 
 
 def run_demo(cfg: DemoConfig, log=tqdm.write) -> Path:
-    """Run the demo (module docstring); returns the report path. Failures of single items are
-    reported in it (and make :func:`demo_failed` true), the others continue."""
+    """Run the demo (module docstring); returns the report path.
+
+    A failing item (a scan, a subject) is reported and the others continue; the report is
+    written in any case, and :class:`DemoFailure` (holding its path) is raised at the end when
+    something failed."""
     from nphm.pretrained import fingerprint_mismatches
 
     start = time.perf_counter()

@@ -42,7 +42,7 @@ from nphm.baselines.pca import PCAFitSettings
 from nphm.evaluation.pipeline import EvalSettings
 from nphm.experiments import stages
 from nphm.experiments.stages import Log, MethodRun
-from nphm.utils.tables import markdown_table
+from nphm.utils.tables import format_metric, markdown_table
 
 TRAIN_POLICIES = ("missing", "resume", "never")
 
@@ -277,7 +277,7 @@ def metric_table(runs: Sequence[MethodRun], region: str) -> str:
             rows.append([r.label, "-"] + ["-"] * len(README_COLUMNS))
         else:
             rows.append([r.label, str(int(t["n_scans"]))] + [t.get(k) for k, _ in README_COLUMNS])
-    return markdown_table(header, rows)
+    return markdown_table(header, rows, cell=format_metric)
 
 
 def _picture_items(manager, subjects: Sequence[int], n: int) -> List[Tuple[int, int]]:
@@ -309,7 +309,8 @@ def write_report(cfg: QualityConfig, runs: Sequence[MethodRun], subjects: Sequen
         "## Face region", "", metric_table(runs, "face"), "",
         "## Models", "",
         markdown_table(["method", "models / fitting", "fit time per subject [s]", "note"],
-                       [[r.label, r.models or "-", _mean_seconds(r), r.note or "-"] for r in runs]), "",
+                       [[r.label, r.models or "-", _mean_seconds(r), r.note or "-"] for r in runs],
+                       cell=format_metric), "",
     ]
     if pictures:
         lines += ["## Pictures", "", "Ground-truth scan and every method's fit (front and side; Chamfer-L1 of the "
@@ -317,7 +318,7 @@ def write_report(cfg: QualityConfig, runs: Sequence[MethodRun], subjects: Sequen
         lines += [f"![{p.stem}](pictures/{p.name})" for p in pictures] + [""]
     rows = [["data", f] for f in failures] + [[r.label, f] for r in runs for f in r.failures]
     if rows:
-        lines += ["## Failures", "", markdown_table(["method", "what"], rows), ""]
+        lines += ["## Failures", "", markdown_table(["method", "what"], rows, cell=format_metric), ""]
     lines += [f"Total wall time {seconds_total / 60:.1f} min.", ""]
     path = cfg.out_dir / "quality.md"
     with atomic_path(path) as tmp:

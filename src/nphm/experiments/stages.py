@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from nphm import layout
+from nphm.data import DataManager
 from nphm.evaluation.pipeline import EvalSettings
 from nphm.layout import ItemResult
 from nphm.utils.io import PathLike
@@ -26,11 +27,9 @@ Log = Callable[[str], None]
 
 # ------------------------------------------------------------------------------------ data
 def ensure_dataset(data_dir: Path, single_view_dir: Path, n_subjects: int, n_expressions: int, seed: int,
-                   workers: int = 1, log: Log = print) -> Tuple["DataManager", List[str]]:  # noqa: F821
+                   workers: int = 1, log: Log = print) -> Tuple[DataManager, List[str]]:
     """The :class:`~nphm.data.DataManager` of ``data_dir``; the synthetic set is generated first
     when the folder has no ``dataset.json``. Returns the manager and the failures."""
-    from nphm.data import DataManager
-
     failures: List[str] = []
     if not (Path(data_dir) / "dataset.json").is_file():
         from nphm.data.synthetic import generate_dataset
@@ -44,11 +43,10 @@ def ensure_dataset(data_dir: Path, single_view_dir: Path, n_subjects: int, n_exp
 
 
 def regenerate_subjects(data_dir: Path, subjects: Sequence[int], n_expressions: int, seed: int,
-                        log: Log = print) -> Tuple["DataManager", List[str]]:  # noqa: F821
+                        log: Log = print) -> Tuple[DataManager, List[str]]:
     """Regenerate single subjects of a synthetic set (same generator, seed and ids: the same
     scans) into ``data_dir``, all in its test split; finished scans are skipped. Returns the
     DataManager (observations in ``data_dir/single_view``) and the failures."""
-    from nphm.data import DataManager
     from nphm.data.synthetic.writer import ASSET_FILES, build_description, generate_dataset
     from nphm.utils.io import save_json
 
@@ -146,11 +144,12 @@ class MethodRun:
                 f"{outcome.seconds:.0f} s")
 
 
-def load_fitting_run(fitting_config: PathLike, experiment_dir: Optional[PathLike], device: str = "auto",
-                     seed: int = 0, steps: Optional[int] = None, step_scale: Optional[float] = None):
+def load_fitting_run(fitting_config: PathLike, experiment_dir: Optional[PathLike], device="auto",
+                     seed: Optional[int] = 0, steps: Optional[int] = None, step_scale: Optional[float] = None):
     """Load a fitting config and the models it names: ``(config, models, device)``.
 
-    ``steps`` / ``step_scale`` override the config's; the torch seed is set before loading.
+    ``steps`` / ``step_scale`` override the config's; the torch seed is set to ``seed`` before
+    loading (None: left as it is).
     """
     from nphm.fitting.io import load_fitting_config, load_models
     from nphm.utils.device import resolve_device
@@ -161,7 +160,8 @@ def load_fitting_run(fitting_config: PathLike, experiment_dir: Optional[PathLike
     if step_scale is not None:
         cfg = cfg.with_settings(step_scale=float(step_scale))
     device = resolve_device(device)
-    torch.manual_seed(seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     models = load_models(cfg, device, experiment_dir)
     return cfg, models, device
 

@@ -14,10 +14,11 @@ Modules:
   :func:`fit_identity` (neutral scans);
 - :mod:`~nphm.fitting.pipeline`: fitting the test subjects of a dataset, random samples;
 - :mod:`~nphm.fitting.custom` / :mod:`~nphm.fitting.alignment`: your own scans in any frame;
-- :mod:`~nphm.fitting.io`, :mod:`~nphm.fitting.meshing`, :mod:`~nphm.fitting.figures`: models,
-  outputs, meshes, pictures;
-- :mod:`~nphm.fitting.benchmark`: the speed comparison with the straightforward release-style
-  step of :mod:`nphm.reference.fitting`.
+- :mod:`~nphm.fitting.io`, :mod:`~nphm.fitting.meshing`: models, outputs, meshes (the pictures
+  of fits: :func:`nphm.pictures.fit_figure`; the results layout: :mod:`nphm.layout`).
+
+The speed comparison with the straightforward release-style step of :mod:`nphm.reference.fitting`
+is a run: :mod:`nphm.experiments.fitting_speed`.
 """
 from nphm.fitting.broyden import BroydenResult, broyden
 from nphm.fitting.config import FittingConfig

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional
 
 from nphm.config import load_yaml
 from nphm.fitting.schedule import FittingSettings
+from nphm.utils.io import PathLike
 
-PathLike = Union[str, os.PathLike]
 
 #: Sections of the config that :attr:`FittingConfig.layout` follows key by key (the others are
 #: written whole): the ``fitting`` block and its ``broyden`` settings.

@@ -23,10 +23,9 @@ for every scan ``{name}`` (file stem)::
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,14 +33,13 @@ import trimesh
 from torch import nn
 
 from nphm.fitting.alignment import UNIT_TO_NPHM, Similarity, Target, auto_align, check_points, guess_unit, umeyama
-from nphm.fitting.figures import fit_figure
+from nphm.pictures import fit_figure
 from nphm.fitting.joint import FitResult, fit_identity, fit_joint
 from nphm.fitting.meshing import mesh_fit
 from nphm.fitting.schedule import FittingSettings
 from nphm.reconstruction import mesh_identity
-from nphm.utils.io import save_json, save_mesh, save_npy
+from nphm.utils.io import PathLike, save_json, save_mesh, save_npy
 
-PathLike = Union[str, os.PathLike]
 POINT_SUFFIXES = (".ply", ".obj", ".xyz", ".txt", ".npy", ".off", ".stl")
 #: Surface samples drawn from a mesh input.
 MESH_SAMPLES = 50_000

@@ -7,7 +7,6 @@ canonical mesh and a summary).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
@@ -20,9 +19,7 @@ from nphm import layout, paths
 from nphm.checkpoints import MEAN_ANCHORS_KEY, available_epochs, load_expression, load_identity, read_checkpoint
 from nphm.config import save_yaml
 from nphm.fitting.config import FittingConfig
-from nphm.utils.io import save_json, save_mesh, save_npy
-
-PathLike = Union[str, os.PathLike]
+from nphm.utils.io import PathLike, save_json, save_mesh, save_npy
 
 
 def load_fitting_config(path: PathLike) -> FittingConfig:

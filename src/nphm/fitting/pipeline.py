@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from nphm import layout
 from nphm.fitting import io as fio
-from nphm.fitting.figures import fit_figure, mesh_picture
+from nphm.pictures import fit_figure, mesh_picture
 from nphm.fitting.joint import FitResult, fit_identity, fit_joint
 from nphm.fitting.meshing import mesh_fit
 from nphm.fitting.schedule import FittingSettings

@@ -24,16 +24,14 @@ distribution as random rows of the concatenation.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from nphm.utils.io import save_npy
+from nphm.utils.io import PathLike, save_npy
 
-PathLike = Union[str, os.PathLike]
 
 #: Columns of every supervision array.
 N_COLUMNS = 6

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import copy
-import os
 import random
 from pathlib import Path
-from typing import Any, Dict, Mapping, Union
+from typing import Any, Dict, Mapping
 
 import numpy as np
 import torch
@@ -13,8 +12,7 @@ from tqdm import tqdm
 
 from nphm.checkpoints import load_config, save_config
 from nphm.training.distributed import DistInfo, barrier
-
-PathLike = Union[str, os.PathLike]
+from nphm.utils.io import PathLike
 
 
 def prepare_experiment(exp_dir: PathLike, cfg: Mapping[str, Any], dist_info: DistInfo = DistInfo()) -> Dict[str, Any]:

@@ -8,7 +8,6 @@ against that expression's scan. Both use the evaluation protocol of
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -20,9 +19,7 @@ from nphm.checkpoints import available_epochs, load_config, load_expression, loa
 from nphm.query import deform_points
 from nphm.reconstruction import FITTING_BOUNDS, mesh_identity
 from nphm.training.latents import renormalized
-from nphm.utils.io import save_mesh
-
-PathLike = Union[str, os.PathLike]
+from nphm.utils.io import PathLike, save_mesh
 
 
 def _latest(exp_dir: Path, epoch: Optional[int]) -> int:
@@ -40,7 +37,7 @@ def _evaluate(manager, subject: int, expression: int, mesh: trimesh.Trimesh, set
 
     result = evaluate_scan(manager, subject, expression, mesh, settings)
     if out_dir is not None:
-        from nphm.evaluation.report import scan_figure
+        from nphm.pictures import scan_figure
 
         save_mesh(out_dir / f"{tag}_{subject}_{expression}.ply", mesh)
         scan_figure(out_dir / f"{tag}_{subject}_{expression}.png", result, mesh, manager=manager,

@@ -6,7 +6,6 @@ and the config's ``training.lambdas``.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
@@ -14,16 +13,17 @@ import numpy as np
 import torch
 
 from nphm.models.factory import config_is_local, identity_from_config
+from nphm.pictures import render_mesh_grid
 from nphm.reconstruction import PREVIEW_BOUNDS, mesh_identity
 from nphm.training.config import IdentityTrainingSettings
 from nphm.training.data import IdentityDataset
 from nphm.training.distributed import init_distributed, shutdown_distributed
 from nphm.training.experiment import prepare_experiment, seed_everything
 from nphm.training.losses import identity_losses
-from nphm.training.preview import render_meshes, save_preview_mesh, try_mesh
+from nphm.training.preview import save_preview_mesh, try_mesh
 from nphm.training.trainer import run_training
+from nphm.utils.io import PathLike
 
-PathLike = Union[str, os.PathLike]
 
 NPHM_LOSSES = ("surf_sdf", "normals", "space_sdf", "grad", "lat_reg", "anchors", "symm_dist", "middle_dist")
 NPM_LOSSES = ("surf_sdf", "normals", "space_sdf", "grad", "lat_reg")
@@ -102,7 +102,7 @@ class IdentityTask:
                     tiles.append((f"scan {s}", self.manager.load_scan(s, e)))
         if not tiles:
             return None
-        return render_meshes(out_dir / "preview.png", tiles, title=f"epoch {epoch}")
+        return render_mesh_grid(out_dir / "preview.png", tiles, title=f"epoch {epoch}")
 
 
 def train(

@@ -11,7 +11,6 @@ saved ``configs.yaml`` records the resolved epoch, the deformation ``mode`` in
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -29,6 +28,7 @@ from nphm.checkpoints import (
 )
 from nphm.models.deformation import NPMDeformation
 from nphm.models.factory import config_is_local, deformation_from_config, identity_from_config, identity_section
+from nphm.pictures import render_mesh_grid
 from nphm.query import deform_points
 from nphm.reconstruction import PREVIEW_BOUNDS, mesh_identity
 from nphm.training.config import ExpressionTrainingSettings
@@ -37,10 +37,10 @@ from nphm.training.distributed import init_distributed, shutdown_distributed
 from nphm.training.experiment import prepare_experiment, seed_everything
 from nphm.training.latents import renormalized
 from nphm.training.losses import deformation_losses
-from nphm.training.preview import render_meshes, save_preview_mesh, try_mesh
+from nphm.training.preview import save_preview_mesh, try_mesh
 from nphm.training.trainer import run_training
+from nphm.utils.io import PathLike
 
-PathLike = Union[str, os.PathLike]
 
 MODES = ("compress", "glob_only", "expr_only", "npm")
 LOSSES = ("corresp", "lat_reg", "loss_reg_zero")
@@ -187,7 +187,7 @@ class ExpressionTask:
                 tiles.append((f"registration {s}/{e}", self.manager.load_registration(s, e)))
         if not tiles:
             return None
-        return render_meshes(out_dir / "preview.png", tiles, title=f"epoch {epoch}")
+        return render_mesh_grid(out_dir / "preview.png", tiles, title=f"epoch {epoch}")
 
 
 def _resolve_identity(cfg: Mapping[str, Any], exp_dir: Path, identity_exp_dir: Optional[PathLike]) -> tuple:

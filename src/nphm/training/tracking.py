@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import csv
-import os
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from nphm.utils.io import atomic_path
+from nphm.utils.io import PathLike, atomic_path
 
-PathLike = Union[str, os.PathLike]
 WANDB_MODES = ("disabled", "offline", "online")
 
 

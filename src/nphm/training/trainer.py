@@ -15,10 +15,9 @@ continues with epoch ``N + 1`` and gives the same parameters as an uninterrupted
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -32,8 +31,8 @@ from nphm.training.latents import LatentTable
 from nphm.training.losses import weighted_total
 from nphm.training.state import capture_rng, restore_rng
 from nphm.training.tracking import LossCSV, WandbLogger
+from nphm.utils.io import PathLike
 
-PathLike = Union[str, os.PathLike]
 #: Version of the extra checkpoint entries written by this trainer.
 TRAINER_STATE_VERSION = 1
 

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import trimesh
@@ -30,9 +29,8 @@ from nphm.data.synthetic.expression import EXPRESSION_TYPES, NEUTRAL_CLOSED, NEU
 from nphm.data.synthetic.landmarks import get_metadata
 from nphm.data.synthetic.subject import SyntheticSubject
 from nphm.data.synthetic.template import get_template
-from nphm.utils.io import save_json, save_mesh, save_npy
+from nphm.utils.io import PathLike, save_json, save_mesh, save_npy
 
-PathLike = Union[str, os.PathLike]
 
 #: bump when the generated geometry or assets change, so that stale folders are not silently extended
 #: (2: anchor pairs in the release order, right member first)

@@ -1,7 +1,7 @@
 """Speed of one joint fitting step: the straightforward release-style step vs ours.
 
 Setting (release sizes, random weights): the NPHM identity network of the query benchmark
-(:func:`nphm.benchmarks.speed.load_or_fit`: 40 members of 4 x 200, briefly fitted to an analytic
+(:func:`nphm.experiments.speed.load_or_fit`: 40 members of 4 x 200, briefly fitted to an analytic
 head so that its zero level set is head-like) and a release-size deformation network (compress
 mode, 6 x 512, 200-dim expression latents) with random weights, its last layer scaled so that the
 offsets on the head have the size of real expressions. Observations: surface points of the
@@ -9,7 +9,7 @@ analytic head posed by the deformation with random expression latents (2500 poin
 the single-view observations). One step = draw 5 observations x 1000 points (release sampling),
 root finding, implicit correction, loss, backward.
 
-* baseline: :func:`nphm.fitting.reference.reference_joint_loss` (per-point condition copies,
+* baseline: :func:`nphm.reference.fitting.reference_joint_loss` (per-point condition copies,
   Broyden over all points every iteration, Jacobians by backward passes, every ensemble member on
   every point, parameters requiring grad as in the release);
 * ours: :func:`nphm.fitting.joint.joint_loss` (distinct points only, active-set Broyden,
@@ -35,8 +35,8 @@ import numpy as np
 import torch
 
 from nphm.analytic import head_sdf
-from nphm.benchmarks.speed import SpeedSettings, load_or_fit
-from nphm.benchmarks.timing import markdown_table, time_call
+from nphm.experiments.speed import SpeedSettings, load_or_fit
+from nphm.experiments.timing import time_call
 from nphm.fitting.implicit import RootCache
 from nphm.fitting.joint import ObservationSet, fit_joint, frozen, joint_loss
 from nphm.reference.fitting import reference_joint_loss
@@ -44,6 +44,7 @@ from nphm.fitting.schedule import FittingSettings
 from nphm.mesh import extract_mesh
 from nphm.models import NPHMDeformation
 from nphm.reconstruction import FITTING_BOUNDS
+from nphm.utils.tables import markdown_table
 
 
 @dataclass
@@ -220,12 +221,11 @@ def compare_step_on_subject(cfg_path: Path, subject: Optional[int], device: torc
     subject's observations, at the latents reached after ``warm_steps`` of fitting (a state in
     the middle of a fit, not the trivial zero start) and with the settings of release ``step``."""
     from nphm.data import DataManager
-    from nphm.fitting import io as fio
-    from nphm.fitting.pipeline import subject_observations
+    from nphm.experiments.stages import load_fitting_run
+    from nphm.layout import subject_observations
 
-    cfg = fio.load_fitting_config(cfg_path)
+    cfg, models, device = load_fitting_run(cfg_path, experiment_dir, device, seed=None)
     settings = cfg.settings
-    models = fio.load_models(cfg, device, experiment_dir)
     if models.deformation is None:
         raise ValueError(f"{cfg_path} names no expression model: nothing to compare")
     manager = DataManager(data_dir, None, single_view_dir)
@@ -264,7 +264,7 @@ def format_step_results(r: StepBenchmarkResults) -> str:
         head,
         "",
         markdown_table(["implementation", "seconds / step", "speed-up", "Broyden iterations (evaluations)",
-                        "converged fraction"], rows),
+                        "converged fraction"], rows, cell=str),
         "",
         f"Loss: baseline {r.loss['baseline']:.6f}, ours cold {r.loss['ours']:.6f}, warm {r.loss['ours_warm']:.6f}; "
         f"relative difference of the latent gradients to the baseline: cold {r.grad_rel_diff['ours']:.1e}, "
@@ -279,19 +279,16 @@ def time_subject_fit(cfg_path: Path, subject: Optional[int], device: torch.devic
     """Fit one test subject with a fitting config (the first test subject by default) and
     return its timings; raises when the models or the data are missing."""
     from nphm.data import DataManager
-    from nphm.fitting import io as fio
+    from nphm.experiments.stages import load_fitting_run
     from nphm.fitting.pipeline import fit_subject
 
-    cfg = fio.load_fitting_config(cfg_path)
-    if steps is not None:
-        cfg = cfg.with_steps(steps)
+    cfg, models, device = load_fitting_run(cfg_path, experiment_dir, device, seed=None, steps=steps)
     settings = cfg.settings
-    models = fio.load_models(cfg, device, experiment_dir)
     manager = DataManager(data_dir, None, single_view_dir)
     if subject is None:
         subject = manager.subjects("test")[0]
     outcome = fit_subject(manager, models, subject, settings, out_dir, resolution=resolution, figure=False)
     return {"config": str(cfg_path), "subject": subject, "expressions": len(outcome.expressions),
             "steps": settings.n_iterations, "minutes_fit": outcome.seconds_fit / 60,
-            "minutes_total": outcome.seconds_total / 60,
+            "minutes_total": outcome.seconds / 60,
             "seconds_per_step": outcome.seconds_fit / max(1, settings.n_iterations)}

@@ -5,12 +5,11 @@ with random weights and a random latent of trained-like scale, briefly fitted so
 level set is a closed head-sized surface: the analytic head of :func:`nphm.analytic.head_sdf`
 with its 39 keypoints as mean anchors. Everything is measured in one process, and results are
 reported as ratios to the straightforward ("naive") evaluation of
-:func:`nphm.models.reference.naive_nphm_sdf` (every member on every point, latent copied to
+:func:`nphm.reference.models.naive_nphm_sdf` (every member on every point, latent copied to
 every point, as the release does).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -21,13 +20,15 @@ import trimesh
 from tqdm import tqdm
 
 from nphm.analytic import head_anchor_layout, head_sdf
-from nphm.benchmarks.timing import markdown_table, peak_memory_mb, reset_peak_memory, time_call
+from nphm.experiments.timing import peak_memory_mb, reset_peak_memory, time_call
+from nphm.evaluation.metrics import vertex_set_distance
 from nphm.mesh import extract_mesh
 from nphm.models import NPHMIdentity
 from nphm.reference.models import naive_nphm_sdf
 from nphm.query import sdf_function
 from nphm.reconstruction import FITTING_BOUNDS
 from nphm.utils.io import atomic_path
+from nphm.utils.tables import markdown_table
 
 
 @dataclass
@@ -120,16 +121,6 @@ def load_or_fit(
     return model, z, loss
 
 
-def chamfer_l1(a: trimesh.Trimesh, b: trimesh.Trimesh) -> float:
-    """Symmetric mean nearest-vertex distance between two meshes' vertex sets."""
-    from scipy.spatial import cKDTree
-
-    va, vb = np.asarray(a.vertices), np.asarray(b.vertices)
-    d_ab = cKDTree(vb).query(va, workers=-1)[0]
-    d_ba = cKDTree(va).query(vb, workers=-1)[0]
-    return float(0.5 * (d_ab.mean() + d_ba.mean()))
-
-
 def run_speed_benchmark(
     settings: SpeedSettings,
     device: torch.device,
@@ -212,7 +203,8 @@ def run_speed_benchmark(
     for row in results.meshes:
         mesh = row.pop("sparse_mesh", None)
         if mesh is not None and row["resolution"] in dense_meshes:
-            row["chamfer_to_dense"] = chamfer_l1(mesh, dense_meshes[row["resolution"]])
+            row["vertex_distance_to_dense"] = vertex_set_distance(np.asarray(mesh.vertices),
+                                                                   np.asarray(dense_meshes[row["resolution"]].vertices))
     return results
 
 
@@ -224,7 +216,7 @@ def format_results(r: SpeedResults) -> str:
         for mode in ("naive", "exact", "sparse"):
             rows.append([name, mode, f"{rates[mode]:,.0f}", f"{rates[mode] / rates['naive']:.1f}x"])
     out += ["SDF queries (points per second; ratio to the naive all-members evaluation):", "",
-            markdown_table(["points", "evaluation", "points/s", "vs naive"], rows), ""]
+            markdown_table(["points", "evaluation", "points/s", "vs naive"], rows, cell=str), ""]
     out += ["Max |difference|:", ""] + [f"- {k}: {v:.2e}" for k, v in r.max_abs_diff.items()] + [""]
     rows = []
     for m in r.meshes:
@@ -232,13 +224,13 @@ def format_results(r: SpeedResults) -> str:
         rows.append([
             m["resolution"], m["extraction"], f"{m['points_evaluated']:,}", f"{100 * m['fraction_evaluated']:.1f}%",
             f"{m['seconds']:.1f}", f"{naive:,.0f}", f"{naive / m['seconds']:.0f}x",
-            f"{m['chamfer_to_dense']:.1e}" if "chamfer_to_dense" in m else "-", f"{m['peak_memory_mb']:,.0f}",
+            f"{m['vertex_distance_to_dense']:.1e}" if "vertex_distance_to_dense" in m else "-", f"{m['peak_memory_mb']:,.0f}",
         ])
     out += [
         "Mesh extraction in the fitting box (sparse ensemble queries; the naive dense time is extrapolated "
         "from the measured naive throughput on uniform points):", "",
         markdown_table(["res", "extraction", "points evaluated", "of grid", "seconds", "naive dense s (extrap.)",
-                        "speed-up vs naive dense", "Chamfer to dense", "peak MB"], rows), "",
+                        "speed-up vs naive dense", "vertex distance to dense", "peak MB"], rows, cell=str), "",
     ]
     out += ["Peak memory so far after each query measurement (MB; process RSS on CPU, allocations on CUDA):", ""]
     out += [f"- {k}: {v:,.0f}" for k, v in r.peak_memory_mb.items()]

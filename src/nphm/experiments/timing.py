@@ -4,7 +4,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from typing import Callable, List, Sequence
+from typing import Callable
 
 import torch
 
@@ -39,10 +39,3 @@ def peak_memory_mb(device: torch.device) -> float:
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-
-def markdown_table(header: Sequence[str], rows: List[Sequence[object]]) -> str:
-    """A GitHub markdown table with every cell formatted by ``str``."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)

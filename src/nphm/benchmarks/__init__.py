@@ -1,1 +1,0 @@
-"""Benchmarks: speed of queries and mesh extraction against the straightforward implementation."""

@@ -1,0 +1,68 @@
+"""Export trained experiments as compact pretrained models (weights + latents, float32).
+
+Each experiment EXPERIMENT_DIR/NAME is copied to OUT/NAME in the official layout
+(configs.yaml + checkpoints/checkpoint_epoch_N.tar) without optimiser or scheduler states, so it
+loads for fitting and meshing but cannot resume training. With --dataset, the description of
+the training set (DATA/dataset.json, which records the synthetic generator's seed and splits)
+is copied to OUT/training_dataset.json with a few vertices of every test subject, so that users
+can regenerate the held-out test subjects and check that they are the same.
+
+Example (the shipped models in pretrained/synthetic_cpu):
+    python scripts/training/export_compact.py --experiment_dir work/experiments \\
+        --names nphm_cpu nphm_def_cpu npm_cpu npm_def_cpu --dataset work/dataset --out pretrained/synthetic_cpu
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from nphm import paths
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment_dir", type=Path, default=paths.EXPERIMENT_DIR,
+                   help="trained experiments (default: %(default)s)")
+    p.add_argument("--names", nargs="+", required=True,
+                   help="experiments to export, NAME or NAME:EPOCH (default epoch: the newest)")
+    p.add_argument("--out", type=Path, default=paths.PRETRAINED, help="output folder (default: %(default)s)")
+    p.add_argument("--dataset", type=Path, default=None,
+                   help="dataset the models were trained on: copy its dataset.json to OUT/training_dataset.json")
+    p.add_argument("--overwrite", action="store_true", help="replace exported experiments that exist")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from nphm.data import DataManager
+    from nphm.pretrained import export_compact, held_out_fingerprints
+    from nphm.utils.io import save_json
+
+    failed = 0
+    for item in args.names:
+        name, _, epoch = item.partition(":")
+        try:
+            path = export_compact(args.experiment_dir / name, args.out / name, int(epoch) if epoch else None,
+                                  overwrite=args.overwrite)
+        except (FileNotFoundError, FileExistsError, ValueError) as e:
+            print(f"error: {name}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{name}: {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    if args.dataset is not None:
+        src = args.dataset / "dataset.json"
+        if not src.is_file():
+            print(f"error: dataset description not found: {src}", file=sys.stderr)
+            return 1
+        manager = DataManager(args.dataset)
+        description = json.loads(src.read_text())
+        description["held_out_fingerprints"] = held_out_fingerprints(manager, manager.subjects("test"))
+        save_json(args.out / "training_dataset.json", description)
+        print(f"training set description: {args.out / 'training_dataset.json'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
