@@ -90,3 +90,31 @@ def test_metric_table_rows_and_missing_methods():
     assert table[2] == "| NPM | - | - | - | - | - | - |"
     assert table[3] == "| NPHM | 8 | 0.876 | 1.200 | 0.990 | 0.720 | 0.997 |"
     assert metric_table(results, "face").splitlines()[3].startswith("| NPHM | - |")
+
+
+def test_comparison_pictures_put_the_longer_list_across(tmp_path):
+    import numpy as np
+    import trimesh
+    from PIL import Image
+
+    from nphm.experiments.stages import comparison_pictures
+    from nphm.layout import posed_mesh_path
+
+    head = trimesh.creation.icosphere(subdivisions=2, radius=0.3)
+
+    class Scans:
+        def load_scan(self, subject, expression):
+            return head
+
+    fits = tmp_path / "fits"
+    for e in range(3):
+        path = posed_mesh_path(fits, 7, e)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        head.export(path)
+    run = MethodRun("nphm", "NPHM", results_dir=fits)
+    many, one = comparison_pictures(tmp_path / "pics", Scans(), [run], [[(7, 0), (7, 1), (7, 2)], [(7, 1)]],
+                                    ["many", "one"], ["three scans", "one scan"])
+    # render_mesh_grid: 320 x 320 per tile, a front and a side row per row of tiles
+    assert Image.open(many).size == (3 * 320, 2 * 2 * 320)  # a column per scan, scans above fits
+    assert Image.open(one).size == (2 * 320, 2 * 320)  # a column per source
+    assert np.asarray(Image.open(one)).std() > 0

@@ -237,7 +237,7 @@ def run_demo(cfg: DemoConfig, log=tqdm.write) -> Path:
     groups = [[(s, e) for e in manager.test_expressions(s)] for s in subjects]
     renders = stages.comparison_pictures(cfg.out_dir / "renders", manager, [run], groups,
                                          [str(s) for s in subjects],
-                                         [f"subject {s}: scans (left), {METHOD_LABELS[key]} fits (right)"
+                                         [f"subject {s}: scans (top), {METHOD_LABELS[key]} fits (bottom)"
                                           for s in subjects])
     seconds["renders"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start

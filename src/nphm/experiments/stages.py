@@ -244,35 +244,46 @@ def evaluate(run: MethodRun, manager, subjects: Sequence[int], settings: EvalSet
 # -------------------------------------------------------------------------------- pictures
 def comparison_pictures(out_dir: Path, manager, runs: Sequence[MethodRun], items: Sequence[Sequence[Tuple[int, int]]],
                         names: Sequence[str], titles: Sequence[str]) -> List[Path]:
-    """One picture per group of scans: a row per scan with the ground-truth scan and every
-    method's fit (front above side; the fit's full-head Chamfer-L1 when evaluated).
+    """One picture per group of scans: every ground-truth scan and every method's fit of it
+    (front above side; the fit's full-head Chamfer-L1 when evaluated).
+
+    The longer of the two lists runs across: a group of several scans (the demo: one subject's
+    expressions) gets a column per scan, the scans in the top row and each method's fits in a
+    row below; a single scan (the benchmark) gets a column per method.
 
     Args:
         items: per picture the (subject, expression) scans it shows; names: file stems;
         titles: a caption per picture.
     """
-    from nphm.data.manager import load_mesh
     from nphm.pictures import render_mesh_grid
 
+    shown = [r for r in runs if r.results_dir is not None]
     paths = []
     for group, name, title in tqdm(list(zip(items, names, titles)), desc="pictures", unit="picture"):
-        tiles = []
-        for subject, expression in group:
-            tiles.append((f"scan {subject}_{expression}", manager.load_scan(subject, expression)))
-            for r in runs:
-                if r.results_dir is None:
-                    continue
-                pred = layout.find_prediction(r.results_dir, subject, expression)
-                if pred is None:
-                    tiles.append((f"{r.label}: no fit", None))
-                    continue
-                metrics = layout.metrics_path(r.results_dir, subject, expression)
-                cd = json.loads(metrics.read_text()).get("chamfer_l1") if metrics.is_file() else None
-                tiles.append((f"{r.label} fit" + (f" ({cd:.2f} mm)" if cd is not None else ""), load_mesh(pred)))
+        rows = [[_scan_tile(manager, s, e) for s, e in group]] + [[_fit_tile(r, s, e) for s, e in group]
+                                                                 for r in shown]
+        if len(group) < len(rows):  # a column per source instead
+            rows = [list(column) for column in zip(*rows)]
         path = Path(out_dir) / f"{name}.png"
-        render_mesh_grid(path, tiles, title=title, max_columns=1 + sum(r.results_dir is not None for r in runs))
+        render_mesh_grid(path, [tile for row in rows for tile in row], title=title, max_columns=len(rows[0]))
         paths.append(path)
     return paths
+
+
+def _scan_tile(manager, subject: int, expression: int):
+    return f"scan {subject}_{expression}", manager.load_scan(subject, expression)
+
+
+def _fit_tile(run: MethodRun, subject: int, expression: int):
+    """(label, mesh) of a method's fit of one scan; the mesh is None when there is no fit."""
+    from nphm.data.manager import load_mesh
+
+    pred = layout.find_prediction(run.results_dir, subject, expression)
+    if pred is None:
+        return f"{run.label}: no fit", None
+    metrics = layout.metrics_path(run.results_dir, subject, expression)
+    cd = json.loads(metrics.read_text()).get("chamfer_l1") if metrics.is_file() else None
+    return f"{run.label} fit" + (f" ({cd:.2f} mm)" if cd is not None else ""), load_mesh(pred)
 
 
 __all__ = [
