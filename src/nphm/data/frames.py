@@ -9,10 +9,15 @@
 
 All functions take ``(N, 3)`` row-vector arrays (or anything broadcasting like them) and
 return new arrays; they never modify their input.
+
+:class:`Similarity` is such a map as a value (``x_nphm = s * x_in @ R^T + t``, the inverse of
+:func:`nphm_to_raw`), and :func:`umeyama` fits one to corresponding points; the scan alignment
+(:mod:`nphm.fitting.alignment`) and the ICT head model (:mod:`nphm.data.heads`) both use them.
 """
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -52,3 +57,95 @@ def flame_to_nphm(points: np.ndarray) -> np.ndarray:
 def nphm_distance_to_mm(distance: np.ndarray, s: float) -> np.ndarray:
     """Convert distances measured in the nphm frame to millimetres (``d / s``)."""
     return np.asarray(distance, dtype=np.float64) / float(s)
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """``x_nphm = scale * x_in @ rotation.T + translation`` (row vectors; ``rotation`` a rotation).
+
+    :meth:`apply` is :func:`raw_to_nphm` and :meth:`invert` is :func:`nphm_to_raw` with
+    ``s, R, t = scale, rotation, translation``.
+    """
+
+    scale: float
+    rotation: np.ndarray
+    translation: np.ndarray
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """Input frame -> nphm frame, points (..., 3)."""
+        return raw_to_nphm(points, self.scale, self.rotation, self.translation)
+
+    def apply_offsets(self, offsets: np.ndarray) -> np.ndarray:
+        """Input frame -> nphm frame for offsets / directions (..., 3) (differences of points,
+        e.g. morphable-model modes): ``scale * offsets @ rotation.T``, not translated.
+
+        Uses ``rotation.T`` where :meth:`apply` inverts ``rotation``: equal for a rotation up
+        to rounding (~1e-16 relative), so ``apply_offsets(x) + translation`` is :meth:`apply`
+        to the last bits only.
+        """
+        linear = self.scale * np.asarray(self.rotation, dtype=np.float64)
+        return np.asarray(offsets, dtype=np.float64) @ linear.T
+
+    def invert(self, points: np.ndarray) -> np.ndarray:
+        """nphm frame -> input frame, points (..., 3)."""
+        return nphm_to_raw(points, self.scale, self.rotation, self.translation)
+
+    def matrix(self) -> np.ndarray:
+        """(4, 4) homogeneous matrix (column vectors) of the input -> nphm map."""
+        m = np.eye(4)
+        m[:3, :3] = self.scale * self.rotation
+        m[:3, 3] = self.translation
+        return m
+
+    def to_dict(self) -> dict:
+        return {
+            "convention": "x_nphm = scale * x_in @ rotation.T + translation (row vectors); "
+                          "matrix_input_to_nphm acts on column vectors [x, 1]",
+            "scale": float(self.scale),
+            "rotation": np.asarray(self.rotation).tolist(),
+            "translation": np.asarray(self.translation).tolist(),
+            "matrix_input_to_nphm": self.matrix().tolist(),
+        }
+
+    @classmethod
+    def identity(cls) -> "Similarity":
+        return cls(1.0, np.eye(3), np.zeros(3))
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True,
+            weights: Optional[np.ndarray] = None) -> Similarity:
+    """Least-squares similarity with ``dst ~ s * src @ R.T + t`` (Umeyama 1991).
+
+    Minimises ``sum_i w_i ||s * src_i @ R.T + t - dst_i||^2`` over s > 0, proper rotations R
+    (det +1) and translations t.
+
+    Args:
+        src, dst: (N, 3) corresponding points (N >= 3, not collinear).
+        with_scale: estimate the scale (else s = 1).
+        weights: optional (N,) non-negative weights of the correspondences.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3 or src.shape[0] < 3:
+        raise ValueError(f"umeyama needs two (N>=3, 3) arrays of equal shape, got {src.shape} and {dst.shape}")
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    mu_s = w @ src
+    mu_d = w @ dst
+    xs = src - mu_s
+    xd = dst - mu_d
+    cov = (xd * w[:, None]).T @ xs  # (3, 3) = sum w d s^T
+    U, S, Vt = np.linalg.svd(cov)
+    D = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        D[2, 2] = -1.0
+    R = U @ D @ Vt
+    var_s = float(w @ (xs ** 2).sum(1))
+    if with_scale:
+        if var_s <= 0:
+            raise ValueError("umeyama: source points have no spread")
+        s = float(np.trace(np.diag(S) @ D) / var_s)
+    else:
+        s = 1.0
+    t = mu_d - s * R @ mu_s
+    return Similarity(s, R, t)

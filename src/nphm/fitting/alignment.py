@@ -3,6 +3,8 @@
 Transforms use the dataset's convention (:mod:`nphm.data.frames`): a similarity ``(s, R, t)``
 maps input points to the nphm frame by ``x_nphm = s * x_in @ R^T + t`` (row vectors; ``R`` a
 rotation), i.e. ``x_in = (1/s) * (x_nphm - t) @ R`` = :func:`nphm.data.frames.nphm_to_raw`.
+:class:`~nphm.data.frames.Similarity` and :func:`~nphm.data.frames.umeyama` live there and are
+re-exported here.
 """
 from __future__ import annotations
 
@@ -13,48 +15,10 @@ from typing import List, Optional, Tuple
 import numpy as np
 from scipy.spatial import cKDTree
 
-from nphm.data.frames import nphm_to_raw, raw_to_nphm
+from nphm.data.frames import Similarity, umeyama  # noqa: F401  (umeyama re-exported)
 
 #: Scale from one input unit to nphm units (nphm = FLAME metres * 4; one unit = 250 mm).
 UNIT_TO_NPHM = {"nphm": 1.0, "m": 4.0, "cm": 0.04, "mm": 0.004}
-
-
-@dataclass
-class Similarity:
-    """``x_nphm = scale * x_in @ rotation.T + translation``."""
-
-    scale: float
-    rotation: np.ndarray
-    translation: np.ndarray
-
-    def apply(self, points: np.ndarray) -> np.ndarray:
-        """Input frame -> nphm frame, points (N, 3)."""
-        return raw_to_nphm(points, self.scale, self.rotation, self.translation)
-
-    def invert(self, points: np.ndarray) -> np.ndarray:
-        """nphm frame -> input frame, points (N, 3)."""
-        return nphm_to_raw(points, self.scale, self.rotation, self.translation)
-
-    def matrix(self) -> np.ndarray:
-        """(4, 4) homogeneous matrix (column vectors) of the input -> nphm map."""
-        m = np.eye(4)
-        m[:3, :3] = self.scale * self.rotation
-        m[:3, 3] = self.translation
-        return m
-
-    def to_dict(self) -> dict:
-        return {
-            "convention": "x_nphm = scale * x_in @ rotation.T + translation (row vectors); "
-                          "matrix_input_to_nphm acts on column vectors [x, 1]",
-            "scale": float(self.scale),
-            "rotation": np.asarray(self.rotation).tolist(),
-            "translation": np.asarray(self.translation).tolist(),
-            "matrix_input_to_nphm": self.matrix().tolist(),
-        }
-
-    @classmethod
-    def identity(cls) -> "Similarity":
-        return cls(1.0, np.eye(3), np.zeros(3))
 
 
 def check_points(points: np.ndarray, what: str, min_points: int = 3) -> np.ndarray:
@@ -79,42 +43,6 @@ def check_points(points: np.ndarray, what: str, min_points: int = 3) -> np.ndarr
     if sv[1] <= 1e-9 * sv[0]:
         raise ValueError(f"{what}: points are collinear (degenerate)")
     return p
-
-
-def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True,
-            weights: Optional[np.ndarray] = None) -> Similarity:
-    """Least-squares similarity with ``dst ~ s * src @ R.T + t`` (Umeyama 1991).
-
-    Args:
-        src, dst: (N, 3) corresponding points (N >= 3, not collinear).
-        with_scale: estimate the scale (else s = 1).
-        weights: optional (N,) non-negative weights.
-    """
-    src = np.asarray(src, dtype=np.float64)
-    dst = np.asarray(dst, dtype=np.float64)
-    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3 or src.shape[0] < 3:
-        raise ValueError(f"umeyama needs two (N>=3, 3) arrays of equal shape, got {src.shape} and {dst.shape}")
-    w = np.ones(len(src)) if weights is None else np.asarray(weights, dtype=np.float64)
-    w = w / w.sum()
-    mu_s = w @ src
-    mu_d = w @ dst
-    xs = src - mu_s
-    xd = dst - mu_d
-    cov = (xd * w[:, None]).T @ xs  # (3, 3) = sum w d s^T
-    U, S, Vt = np.linalg.svd(cov)
-    D = np.eye(3)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-        D[2, 2] = -1.0
-    R = U @ D @ Vt
-    var_s = float(w @ (xs ** 2).sum(1))
-    if with_scale:
-        if var_s <= 0:
-            raise ValueError("umeyama: source points have no spread")
-        s = float(np.trace(np.diag(S) @ D) / var_s)
-    else:
-        s = 1.0
-    t = mu_d - s * R @ mu_s
-    return Similarity(s, R, t)
 
 
 def rotation_angle_deg(R1: np.ndarray, R2: np.ndarray) -> float:

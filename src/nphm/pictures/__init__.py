@@ -7,14 +7,16 @@
 - :mod:`~nphm.pictures.scans`: the per-scan evaluation report.
 - :mod:`~nphm.pictures.dataset`: scans, registrations, FLAME fits and observations of a
   dataset, through a DataManager.
+- :mod:`~nphm.pictures.heads`: the ICT head model's anchors (``docs/images/ict_anchors.png``).
 
 pyvista is imported only when a picture is drawn.
 """
 from nphm.pictures.dataset import expression_scans_figure, observations_figure, scan_registration_flame_figure
+from nphm.pictures.heads import ict_anchor_figure
 from nphm.pictures.meshes import fit_figure, mesh_picture, render_mesh_grid
 from nphm.pictures.scans import load_input_points, scan_figure
 
 __all__ = [
     "render_mesh_grid", "fit_figure", "mesh_picture", "scan_figure", "load_input_points",
-    "scan_registration_flame_figure", "expression_scans_figure", "observations_figure",
+    "scan_registration_flame_figure", "expression_scans_figure", "observations_figure", "ict_anchor_figure",
 ]
