@@ -11,6 +11,11 @@ stored as float32, so a compact copy loads with :func:`nphm.checkpoints.load_ide
 :func:`held_out_fingerprints` records a few registration vertices of the held-out (test)
 subjects of a synthetic training set; :func:`fingerprint_mismatches` checks regenerated subjects
 against them (the demo regenerates test heads instead of shipping them).
+
+:func:`write_landmark_reference` writes the reference positions of the landmark sets that
+:mod:`nphm.fitting.landmarks` understands (68 iBUG, 51, 39 NPHM anchors) into an exported
+models folder: the means over the training subjects' neutral registrations and the anchors of
+the NPHM identity models at z = 0.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from nphm.checkpoints import (
     read_checkpoint,
     save_config,
 )
+from nphm.fitting.landmarks import reference_path, write_reference_file
 from nphm.utils.io import PathLike, atomic_path
 
 
@@ -158,6 +164,102 @@ def fingerprint_mismatches(manager, fingerprints: Mapping[str, Mapping[str, Any]
     return problems
 
 
+# ------------------------------------------------------------------------ landmark reference
+def mean_registration_landmarks(manager, subjects: Optional[Sequence[int]] = None,
+                                kind: str = "open") -> Dict[str, Any]:
+    """Means over subjects' neutral registrations (nphm frame) of the 68 landmarks and the 39 anchors.
+
+    Args:
+        manager: a :class:`nphm.data.DataManager` (``load_registration``, ``neutral_expression``
+            and ``description`` with the landmark and anchor vertex indices).
+        subjects: default the training subjects (``manager.subjects("train")``).
+        kind: the neutral expression, "open" (the models' neutral) or "closed".
+    Returns:
+        ``{"landmarks_68": (68, 3), "anchors_39": (39, 3), "spread_68": (68,), "spread_39": (39,),
+        "subjects": [...]}``; the spreads are per-point RMS distances to the mean (nphm units).
+    Raises:
+        ValueError: no subject, or a registration with too few vertices.
+    """
+    subjects = [int(s) for s in (manager.subjects("train") if subjects is None else subjects)]
+    if not subjects:
+        raise ValueError("no subjects to average landmarks over")
+    d = manager.description
+    ids = {"landmarks_68": np.asarray(d.landmark_vertex_indices_registration_68, dtype=int),
+           "anchors_39": np.asarray(d.anchor_vertex_indices_registration, dtype=int)}
+    stacks: Dict[str, List[np.ndarray]] = {k: [] for k in ids}
+    for subject in subjects:
+        expression = manager.neutral_expression(subject, kind)
+        vertices = np.asarray(manager.load_registration(subject, expression).vertices, dtype=np.float64)
+        for key, index in ids.items():
+            if index.max() >= len(vertices):
+                raise ValueError(f"subject {subject}, expression {expression}: registration has {len(vertices)} "
+                                 f"vertices, {key} needs vertex {index.max()}")
+            stacks[key].append(vertices[index])
+    out: Dict[str, Any] = {"subjects": subjects}
+    for key, stack in stacks.items():
+        points = np.stack(stack)  # (S, L, 3)
+        mean = points.mean(axis=0)
+        out[key] = mean
+        out["spread_" + key[-2:]] = np.sqrt(((points - mean) ** 2).sum(-1).mean(0))
+    return out
+
+
+def identity_anchors_at_zero(model: torch.nn.Module) -> Optional[np.ndarray]:
+    """(K, 3) anchors of an NPHM identity model at ``z = 0`` (nphm frame); None for models
+    without anchors (NPM)."""
+    if not hasattr(model, "n_loc") or not hasattr(model, "anchors"):
+        return None
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return model.anchors(torch.zeros(1, model.lat_dim, device=device))[0].double().cpu().numpy()
+
+
+def exported_identity_anchors(models_dir: PathLike, names: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+    """``{name: (39, 3)}`` anchors at z = 0 of the NPHM identity experiments in ``models_dir``
+    (``names``, default every experiment folder; deformation and NPM experiments are skipped)."""
+    from nphm.checkpoints import load_identity
+
+    root = Path(models_dir)
+    names = sorted(p.name for p in root.iterdir() if (p / "configs.yaml").is_file()) if names is None else names
+    out = {}
+    for name in names:
+        exp = root / name
+        epochs = available_epochs(exp)
+        if not epochs or "ex_decoder" in load_config(exp):
+            continue
+        model, _ = load_identity(exp, epochs[-1])
+        anchors = identity_anchors_at_zero(model)
+        if anchors is not None and anchors.shape == (39, 3):
+            out[name] = anchors
+    return out
+
+
+def write_landmark_reference(models_dir: PathLike, manager, names: Optional[Sequence[str]] = None,
+                             subjects: Optional[Sequence[int]] = None) -> Path:
+    """Write ``models_dir/landmarks_reference.json`` (:mod:`nphm.fitting.landmarks`) from the
+    training set of the models in ``models_dir``.
+
+    Args:
+        manager: the :class:`~nphm.data.DataManager` of the training set.
+        names: identity experiments whose z = 0 anchors to store (default: all in ``models_dir``).
+        subjects: default the training subjects.
+    Returns:
+        the written path.
+    """
+    means = mean_registration_landmarks(manager, subjects)
+    d = manager.description
+    source = {"dataset": d.name, "subjects": means["subjects"], "expression": "neutral open registration",
+              "landmark_vertex_indices": "description: landmark_vertex_indices_registration_68, "
+                                         "anchor_vertex_indices_registration"}
+    synthetic = (getattr(d, "extra", None) or {}).get("synthetic")
+    if isinstance(synthetic, dict):
+        source["synthetic"] = {k: synthetic[k] for k in ("seed", "generator_version", "n_subjects", "n_expressions")
+                               if k in synthetic}
+    return write_reference_file(reference_path(models_dir), means["landmarks_68"], means["anchors_39"],
+                                exported_identity_anchors(models_dir, names), means["spread_68"],
+                                means["spread_39"], source)
+
+
 __all__ = [
     "KEPT_KEYS",
     "EMPTY_KEYS",
@@ -165,4 +267,8 @@ __all__ = [
     "export_compact",
     "fingerprint_mismatches",
     "held_out_fingerprints",
+    "mean_registration_landmarks",
+    "identity_anchors_at_zero",
+    "exported_identity_anchors",
+    "write_landmark_reference",
 ]

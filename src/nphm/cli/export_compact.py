@@ -5,7 +5,10 @@ Each experiment EXPERIMENT_DIR/NAME is copied to OUT/NAME in the official layout
 loads for fitting and meshing but cannot resume training. With --dataset, the description of
 the training set (DATA/dataset.json, which records the synthetic generator's seed and splits)
 is copied to OUT/training_dataset.json with a few vertices of every test subject, so that users
-can regenerate the held-out test subjects and check that they are the same.
+can regenerate the held-out test subjects and check that they are the same, and
+OUT/landmarks_reference.json is written: the mean 68 landmarks and 39 anchors of the training
+subjects' neutral registrations and the NPHM identity models' anchors at z = 0, the reference
+positions for aligning scans by landmarks (nphm.fitting.landmarks).
 
 Example (the shipped models in pretrained/synthetic_cpu):
     python scripts/training/export_compact.py --experiment_dir work/experiments \\
@@ -29,7 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="experiments to export, NAME or NAME:EPOCH (default epoch: the newest)")
     p.add_argument("--out", type=Path, default=paths.PRETRAINED, help="output folder (default: %(default)s)")
     p.add_argument("--dataset", type=Path, default=None,
-                   help="dataset the models were trained on: copy its dataset.json to OUT/training_dataset.json")
+                   help="dataset the models were trained on: copy its dataset.json to OUT/training_dataset.json "
+                        "and write OUT/landmarks_reference.json")
     p.add_argument("--overwrite", action="store_true", help="replace exported experiments that exist")
     return p.parse_args(argv)
 
@@ -37,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from nphm.data import DataManager
-    from nphm.pretrained import export_compact, held_out_fingerprints
+    from nphm.pretrained import export_compact, held_out_fingerprints, write_landmark_reference
     from nphm.utils.io import save_json
 
     failed = 0
@@ -61,6 +65,11 @@ def main(argv=None) -> int:
         description["held_out_fingerprints"] = held_out_fingerprints(manager, manager.subjects("test"))
         save_json(args.out / "training_dataset.json", description)
         print(f"training set description: {args.out / 'training_dataset.json'}")
+        try:
+            print(f"landmark reference: {write_landmark_reference(args.out, manager)}")
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: landmark reference: {e}", file=sys.stderr)
+            return 1
     return 1 if failed else 0
 
 

@@ -11,7 +11,12 @@ Modules:
 - :mod:`~nphm.fitting.implicit`: canonical correspondences of observed points
   (:func:`find_canonical`) and the implicit gradient (:func:`implicit_canonical`);
 - :mod:`~nphm.fitting.joint`: :func:`fit_joint` (identity + one expression per observation),
-  :func:`fit_identity` (neutral scans);
+  :func:`fit_identity` (neutral scans), :func:`fit_expressions` (a known identity's new scans),
+  :func:`fit_sequence` (ordered frames, warm-start chain with smoothness);
+- :mod:`~nphm.fitting.pose`: the pose of the observations refined in the fit (:class:`PoseSettings`,
+  :class:`ScanPose`);
+- :mod:`~nphm.fitting.losses`: loss terms, the robust surface loss (:func:`geman_mcclure`);
+- :mod:`~nphm.fitting.crop`: cropping a scan to the head (:func:`crop_head`, neck planes);
 - :mod:`~nphm.fitting.pipeline`: fitting the test subjects of a dataset, random samples;
 - :mod:`~nphm.fitting.custom` / :mod:`~nphm.fitting.alignment`: your own scans in any frame;
 - :mod:`~nphm.fitting.io`, :mod:`~nphm.fitting.meshing`: models, outputs, meshes (the pictures
@@ -22,6 +27,7 @@ is a run: :mod:`nphm.experiments.fitting_speed`.
 """
 from nphm.fitting.broyden import BroydenResult, broyden
 from nphm.fitting.config import FittingConfig
+from nphm.fitting.crop import crop_head, mean_head_neck_plane, model_neck_plane, neck_plane_for
 from nphm.fitting.implicit import (
     ForwardDeformation,
     RootCache,
@@ -29,7 +35,18 @@ from nphm.fitting.implicit import (
     find_canonical,
     implicit_canonical,
 )
-from nphm.fitting.joint import FitResult, ObservationSet, fit_identity, fit_joint, identity_loss, joint_loss
+from nphm.fitting.joint import (
+    FitResult,
+    ObservationSet,
+    fit_expressions,
+    fit_identity,
+    fit_joint,
+    fit_sequence,
+    identity_loss,
+    joint_loss,
+)
+from nphm.fitting.losses import geman_mcclure, surface_penalty
+from nphm.fitting.pose import PoseSettings, ScanPose, compose, pose_errors
 from nphm.fitting.schedule import BroydenSettings, FittingSettings
 
 __all__ = [
@@ -40,13 +57,25 @@ __all__ = [
     "FittingSettings",
     "ForwardDeformation",
     "ObservationSet",
+    "PoseSettings",
     "RootCache",
     "RootFindingResult",
+    "ScanPose",
     "broyden",
+    "compose",
+    "crop_head",
     "find_canonical",
+    "fit_expressions",
     "fit_identity",
     "fit_joint",
+    "fit_sequence",
+    "geman_mcclure",
     "identity_loss",
     "implicit_canonical",
     "joint_loss",
+    "mean_head_neck_plane",
+    "model_neck_plane",
+    "neck_plane_for",
+    "pose_errors",
+    "surface_penalty",
 ]

@@ -9,8 +9,12 @@ implicit function theorem (:func:`implicit_canonical`):
     dx_c/dz = -J^{-1} dD/dz,   J = I + dD/dx at x_c,
 
 realised with autograd as ``x_c' = x_c - J^{-1} (x_p - stopgrad(x_p))`` (value ``x_c``,
-gradient the implicit one). During a fit, :class:`RootCache` keeps every point's last root and
-inverse Jacobian so that the next solve starts there (warm start, see its docstring).
+gradient the implicit one). When the observations themselves depend on parameters (a pose,
+:mod:`nphm.fitting.pose`), ``dx_c/dx_obs = J^{-1}`` enters the same way:
+``x_c' = x_c - J^{-1} [(x_p - stopgrad(x_p)) - (x_obs - stopgrad(x_obs))]``.
+
+During a fit, :class:`RootCache` keeps every point's last root and inverse Jacobian so that the
+next solve starts there (warm start, see its docstring).
 
 Points are handled as one flat list ``(n, 3)`` with a group id per point (the observation whose
 latents condition the deformation); groups are packed into fixed-length rows so that one batched
@@ -275,17 +279,24 @@ def find_canonical(
 
 
 def implicit_canonical(
-    forward: ForwardDeformation, canonical: torch.Tensor, group: torch.Tensor, return_inverse: bool = False
+    forward: ForwardDeformation,
+    canonical: torch.Tensor,
+    group: torch.Tensor,
+    return_inverse: bool = False,
+    observed: Optional[torch.Tensor] = None,
 ):
-    """Canonical points whose gradient w.r.t. the latents is the implicit one.
+    """Canonical points whose gradient w.r.t. the latents (and the observations) is the implicit one.
 
     Args:
         canonical: (n, 3) roots from :func:`find_canonical` (treated as constants).
         group: (n,) ascending group ids.
         return_inverse: also return ``J^{-1}`` (n, 3, 3) at the roots (detached).
+        observed: (n, 3) the observed points ``x_obs`` the roots solve for, when they depend on
+            parameters (a pose of the observations, :mod:`nphm.fitting.pose`); None: constants.
     Returns:
         (n, 3) equal in value to ``canonical``; backpropagating through it gives
-        ``dx_c/dz = -J^{-1} dD/dz`` with ``J = I + dD/dx`` at ``x_c`` (detached).
+        ``dx_c/dz = -J^{-1} dD/dz`` with ``J = I + dD/dx`` at ``x_c`` (detached), and with
+        ``observed`` also ``dx_c/dx_obs = J^{-1}`` (differentiating ``x_c + D(x_c) = x_obs``).
         With ``return_inverse``, the pair ``(points, J_inv)``.
     """
     x_c = canonical.detach()
@@ -294,5 +305,8 @@ def implicit_canonical(
     posed, J = forward.posed_and_jacobian(x_c, group)
     J_inv = batched_inverse(J.detach())
     correction = posed - posed.detach()
+    if observed is not None:
+        # x_c' = x_c - J^-1 [(x_p - sg(x_p)) - (x_obs - sg(x_obs))]: value x_c, d/dx_obs = J^-1
+        correction = correction - (observed - observed.detach())
     moved = x_c - (J_inv @ correction[..., None])[..., 0]
     return (moved, J_inv) if return_inverse else moved

@@ -13,11 +13,28 @@ Schedule semantics (the release's):
 * SDF clamp: ``sdf_clamp = {step: threshold}``; only points with ``|SDF| < threshold`` enter the
   surface loss. A threshold applies to the steps *after* its key (the release tests ``j > 250``),
   the one of the smallest key from the start; where several apply, the smallest wins.
+
+Options beyond the release, all off by default (the release's losses and numbers unchanged):
+
+* ``surface_loss: l1 | geman_mcclure``, ``robust_scale`` (nphm units) and
+  ``robust_scale_schedule`` (``{step: factor}``, accumulating like ``lambda_schedule``): the
+  per-point surface loss, ``|SDF|`` (the release) or the Geman-McClure penalty with scale ``c``
+  that ignores points far from the surface (:func:`nphm.fitting.losses.geman_mcclure`; the SDF
+  clamp still applies on top). A scale that shrinks (e.g. ``robust_scale: 0.03``,
+  ``robust_scale_schedule: {250: 0.333}``) lets a start far from the person (the mean head)
+  see the whole head first and ignore the outliers once it is close;
+* ``pose: {enabled, lr, lambda_pose, sigma_rotation, sigma_log_scale, sigma_translation,
+  fit_scale, shared, start_step}``: refine a similarity of the observations with the latents
+  (:class:`nphm.fitting.pose.PoseSettings`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from nphm.fitting.losses import SURFACE_LOSSES, surface_penalty
+from nphm.fitting.pose import PoseSettings
 
 #: Loss terms and their release weights.
 DEFAULT_LAMBDAS: Dict[str, float] = {
@@ -92,8 +109,19 @@ class FittingSettings:
     sample_std_scale: float = 0.85
     grid_min: Tuple[float, float, float] = (-0.55, -0.5, -0.95)
     grid_max: Tuple[float, float, float] = (0.55, 0.75, 0.4)
+    #: per-point surface loss: "l1" (the release) or "geman_mcclure" (robust, scale robust_scale)
+    surface_loss: str = "l1"
+    robust_scale: float = 0.01
+    robust_scale_schedule: Dict[int, float] = field(default_factory=dict)
+    #: pose refinement of the observations (off: the release)
+    pose: PoseSettings = field(default_factory=PoseSettings)
 
     def __post_init__(self) -> None:
+        if self.surface_loss not in SURFACE_LOSSES:
+            raise ValueError(f"fitting.surface_loss: unknown {self.surface_loss!r}; known: {', '.join(SURFACE_LOSSES)}")
+        if not self.robust_scale > 0 or any(not f > 0 for f in self.robust_scale_schedule.values()):
+            raise ValueError(f"fitting.robust_scale and its schedule's factors must be > 0, got {self.robust_scale}, "
+                             f"{self.robust_scale_schedule}")
         if self.steps < 0 or self.step_scale <= 0:
             raise ValueError(f"fitting.steps must be >= 0 and step_scale > 0, got {self.steps}, {self.step_scale}")
         if self.observations_per_step < 1 or self.points_per_observation < 1:
@@ -120,11 +148,17 @@ class FittingSettings:
         for key in ("steps", "observations_per_step", "points_per_observation"):
             if key in block:
                 kw[key] = int(block[key])
-        for key in ("step_scale", "lr", "lr_decay_factor", "sample_std_scale"):
+        for key in ("step_scale", "lr", "lr_decay_factor", "sample_std_scale", "robust_scale"):
             if key in block:
                 kw[key] = float(block[key])
         if "lr_decay_steps" in block:
             kw["lr_decay_steps"] = tuple(int(s) for s in block["lr_decay_steps"] or ())
+        if "robust_scale_schedule" in block:
+            kw["robust_scale_schedule"] = _int_keys(block["robust_scale_schedule"], "robust_scale_schedule")
+        if "surface_loss" in block:
+            kw["surface_loss"] = str(block["surface_loss"])
+        if "pose" in block:
+            kw["pose"] = PoseSettings.from_config(block["pose"])
         if "broyden" in block:
             kw["broyden"] = BroydenSettings(**dict(block["broyden"] or {}))
         if "sdf_clamp" in block:
@@ -160,6 +194,21 @@ class FittingSettings:
         d.update(changes)
         return FittingSettings(**d)
 
+    def for_known_identity(self, step_fraction: float = 1.0 / 3.0, lr_factor: float = 2.0) -> "FittingSettings":
+        """The schedule for fitting only expressions of a known identity
+        (:func:`nphm.fitting.joint.fit_expressions`): the same schedule compressed to
+        ``step_fraction`` of the steps (``step_scale``) at ``lr_factor`` times the learning rate,
+        so that the latents still travel as far (the identity no longer moves with them, so the
+        larger steps stay stable). On the toy models a third of the steps at twice the rate
+        reaches the joint fit's surface error."""
+        if not 0 < step_fraction <= 1 or not lr_factor > 0:
+            raise ValueError(f"need 0 < step_fraction <= 1 and lr_factor > 0, got {step_fraction}, {lr_factor}")
+        n = max(1, round(self.n_iterations * step_fraction)) if self.n_iterations else 0
+        scale = n / self.steps if n > 0 else self.step_scale * step_fraction
+        while int(self.steps * scale) < n:  # the rounding of n / steps * steps
+            scale = math.nextafter(scale, math.inf)
+        return self.replace(step_scale=scale, lr=self.lr * lr_factor)
+
     # ------------------------------------------------------------------ schedules
     @property
     def n_iterations(self) -> int:
@@ -172,8 +221,12 @@ class FittingSettings:
 
     def lr_at(self, step: int) -> float:
         """Learning rate at release step ``step``."""
-        n = sum(1 for s in self.lr_decay_steps if step >= s)
-        return self.lr * self.lr_decay_factor ** n
+        return self.lr * self.lr_decay_at(step)
+
+    def lr_decay_at(self, step: int) -> float:
+        """The factor of the learning rates at release step ``step`` (``lr_decay_factor`` to the
+        number of ``lr_decay_steps`` passed; it decays the pose's learning rates too)."""
+        return self.lr_decay_factor ** sum(1 for s in self.lr_decay_steps if step >= s)
 
     def lambdas_at(self, step: int) -> Dict[str, float]:
         """Loss weights at release step ``step``."""
@@ -183,6 +236,18 @@ class FittingSettings:
                 if step >= s:
                     out[name] *= factor
         return out
+
+    def robust_scale_at(self, step: int) -> float:
+        """Scale of the robust surface loss at release step ``step``."""
+        out = self.robust_scale
+        for s, factor in self.robust_scale_schedule.items():
+            if step >= s:
+                out *= factor
+        return out
+
+    def penalty_at(self, step: int):
+        """The per-point surface loss at release step ``step`` (:func:`nphm.fitting.losses.surface_penalty`)."""
+        return surface_penalty(self.surface_loss, self.robust_scale_at(step))
 
     def clamp_at(self, step: int) -> float:
         """SDF threshold of the surface loss at release step ``step``."""
