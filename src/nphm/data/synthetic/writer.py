@@ -8,6 +8,12 @@
     OUT/dataset.json      description: splits, neutral expressions, index tables, assets
     OUT/synthetic.json    generator settings (a later run into the same folder must match)
 
+Two sources of heads (:func:`get_source`): ``"procedural"`` (the implicit heads of this
+package: small, fast, the library default) and ``"ict"`` (realistic heads from the ICT Face
+Model with hair, eyes, mouth interior and scanner-like scans, :mod:`nphm.data.synthetic.ict`).
+The source and its generator version are recorded; a folder made with one source is never
+extended with the other.
+
 Every file is written atomically; finished scans (all six files present) are skipped unless
 ``overwrite``. Output is byte-for-byte identical for the same seed, whatever the number of
 workers or the order of the work.
@@ -18,23 +24,26 @@ import json
 import multiprocessing as mp
 import traceback
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import trimesh
 from tqdm import tqdm
 
 from nphm.data.synthetic.expression import EXPRESSION_TYPES, NEUTRAL_CLOSED, NEUTRAL_OPEN, expression_type
-from nphm.data.synthetic.landmarks import get_metadata
+from nphm.data.synthetic.landmarks import TemplateMetadata, get_metadata
 from nphm.data.synthetic.subject import SyntheticSubject
 from nphm.data.synthetic.template import get_template
 from nphm.utils.io import PathLike, save_json, save_mesh, save_npy
 
 
 #: bump when the generated geometry or assets change, so that stale folders are not silently extended
-#: (2: anchor pairs in the release order, right member first)
+#: (2: anchor pairs in the release order, right member first); the procedural source's version
 GENERATOR_VERSION = 2
+#: the source of ``generate_dataset`` and of folders whose synthetic.json names none
+DEFAULT_SOURCE = "procedural"
 SCAN_FILES = ("registration.ply", "flame.ply", "scan.ply", "s.npy", "R.npy", "t.npy")
 ASSETS_DIR = "assets"
 ASSET_FILES = {
@@ -50,6 +59,73 @@ ASSET_FILES = {
 #: local latent codes without observations in single-view fitting: the back-of-head anchor
 #: pair (30, 31) and the background member (39), as in the release
 UNOBSERVED_LOCAL_LATENTS = [30, 31, 39]
+
+
+@dataclass(frozen=True)
+class SyntheticSource:
+    """A generator of synthetic subjects and its fixed topologies.
+
+    Attributes:
+        name: recorded in ``synthetic.json`` and ``dataset.json``.
+        generator_version: recorded likewise; bumped when the source's output changes.
+        subject: ``(subject, seed) -> object`` with ``item(expression) -> ScanItem``.
+        metadata: the topologies' index tables and masks.
+        templates: ``{"flame": mesh, "registration": mesh}``, the template meshes (nphm frame).
+        n_vertices: vertex count of each topology (for the description).
+        prepare: builds the shared caches (called before worker processes are forked).
+    """
+
+    name: str
+    generator_version: int
+    subject: Callable[[int, int], Any]
+    metadata: Callable[[], TemplateMetadata]
+    templates: Callable[[], Dict[str, trimesh.Trimesh]]
+    n_vertices: Callable[[], Dict[str, int]]
+    prepare: Callable[[], None]
+
+
+def _procedural_templates() -> Dict[str, trimesh.Trimesh]:
+    t = get_template()
+    return {name: trimesh.Trimesh(t.rest[name], t.grids[name].faces, process=False)
+            for name in ("flame", "registration")}
+
+
+def _procedural_n_vertices() -> Dict[str, int]:
+    return {name: int(g.n_vertices) for name, g in get_template().grids.items()}
+
+
+def _prepare_procedural() -> None:
+    get_template()
+    get_metadata()
+
+
+def _procedural_source() -> SyntheticSource:
+    return SyntheticSource(name="procedural", generator_version=GENERATOR_VERSION, subject=SyntheticSubject,
+                           metadata=get_metadata, templates=_procedural_templates, n_vertices=_procedural_n_vertices,
+                           prepare=_prepare_procedural)
+
+
+def _ict_source() -> SyntheticSource:
+    from nphm.data.synthetic.ict import ICT_SOURCE
+
+    return ICT_SOURCE
+
+
+#: source name -> factory (imported on first use: the ICT source loads its model then)
+SOURCES: Dict[str, Callable[[], SyntheticSource]] = {"procedural": _procedural_source, "ict": _ict_source}
+SourceLike = Union[str, SyntheticSource]
+
+
+@lru_cache(maxsize=None)
+def _source_by_name(name: str) -> SyntheticSource:
+    if name not in SOURCES:
+        raise ValueError(f"unknown synthetic source {name!r}; known: {', '.join(SOURCES)}")
+    return SOURCES[name]()
+
+
+def get_source(source: SourceLike = DEFAULT_SOURCE) -> SyntheticSource:
+    """The :class:`SyntheticSource` named ``source`` (``"procedural"`` or ``"ict"``), or ``source`` itself."""
+    return source if isinstance(source, SyntheticSource) else _source_by_name(str(source))
 
 
 @dataclass
@@ -86,8 +162,9 @@ def split_subjects(subjects: Sequence[int]) -> Tuple[List[int], List[int], List[
     return subjects[:n_train], subjects[n_train:n_train + n_eval], subjects[n_train + n_eval:]
 
 
-def write_scan(folder: Path, subject: SyntheticSubject, expression: int) -> None:
-    """Write the six files of one scan into ``folder``."""
+def write_scan(folder: Path, subject: Any, expression: int) -> None:
+    """Write the six files of one scan of ``subject`` (a source's subject object, e.g. a
+    :class:`SyntheticSubject`) into ``folder``."""
     item = subject.item(expression)
     save_npy(folder / "s.npy", np.float64(item.s))
     save_npy(folder / "R.npy", item.R.astype(np.float64))
@@ -97,10 +174,10 @@ def write_scan(folder: Path, subject: SyntheticSubject, expression: int) -> None
     save_mesh(folder / "scan.ply", item.scan)
 
 
-def _generate_subject(task: Tuple[str, int, int, int, bool]) -> Tuple[int, int, int, List[Tuple[int, int, str]]]:
-    out_dir, subject_id, n_expressions, seed, overwrite = task
+def _generate_subject(task: Tuple[str, int, int, int, bool, str]) -> Tuple[int, int, int, List[Tuple[int, int, str]]]:
+    out_dir, subject_id, n_expressions, seed, overwrite, source = task
     written, skipped, failures = 0, 0, []
-    subject: Optional[SyntheticSubject] = None
+    subject: Optional[Any] = None
     for expression in range(n_expressions):
         folder = scan_dir(out_dir, subject_id, expression)
         if not overwrite and is_finished(folder):
@@ -108,7 +185,7 @@ def _generate_subject(task: Tuple[str, int, int, int, bool]) -> Tuple[int, int, 
             continue
         try:
             if subject is None:
-                subject = SyntheticSubject(subject_id, seed)
+                subject = get_source(source).subject(subject_id, seed)
             write_scan(folder, subject, expression)
             written += 1
         except Exception as e:  # report the failing scan and go on with the others
@@ -116,27 +193,27 @@ def _generate_subject(task: Tuple[str, int, int, int, bool]) -> Tuple[int, int, 
     return subject_id, written, skipped, failures
 
 
-def _check_settings(out_dir: Path, seed: int, overwrite: bool) -> None:
-    """Refuse to extend a folder generated with another seed or generator version."""
+def _check_settings(out_dir: Path, seed: int, overwrite: bool, source: SyntheticSource) -> None:
+    """Refuse to extend a folder generated with another seed, source or generator version."""
     marker = out_dir / "synthetic.json"
-    settings = {"seed": seed, "generator_version": GENERATOR_VERSION}
+    settings = {"seed": seed, "generator_version": source.generator_version, "source": source.name}
     if marker.is_file() and not overwrite:
         try:
             old = json.loads(marker.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{marker}: not valid JSON ({e}); remove it or pass overwrite") from e
-        old = {k: old.get(k) for k in settings}
+        old = {k: old.get(k, DEFAULT_SOURCE if k == "source" else None) for k in settings}
         if old != settings:
             raise ValueError(f"{out_dir} holds a synthetic dataset generated with {old}, not {settings}; "
                              "use another folder or overwrite")
     save_json(marker, settings)
 
 
-def write_assets(out_dir: Path, train_subjects: Sequence[int]) -> Dict[str, str]:
-    """Write the template assets; the mean anchors are averaged over the neutral-open
-    registrations of ``train_subjects`` found on disk. Returns the assets table."""
-    t = get_template()
-    meta = get_metadata()
+def write_assets(out_dir: Path, train_subjects: Sequence[int], source: SourceLike = DEFAULT_SOURCE) -> Dict[str, str]:
+    """Write the template assets of ``source``; the mean anchors are averaged over the
+    neutral-open registrations of ``train_subjects`` found on disk. Returns the assets table."""
+    source = get_source(source)
+    meta = source.metadata()
     assets = out_dir / ASSETS_DIR
     anchors = []
     for subject in train_subjects:
@@ -153,17 +230,17 @@ def write_assets(out_dir: Path, train_subjects: Sequence[int]) -> Dict[str, str]
     save_npy(assets / ASSET_FILES["face_mask_registration"], meta.face_mask_registration)
     save_npy(assets / ASSET_FILES["face_region_flame"], meta.face_region_flame)
     save_npy(assets / ASSET_FILES["throat_plane_flame"], meta.throat_plane_flame)
-    save_mesh(assets / ASSET_FILES["template"],
-              trimesh.Trimesh(t.rest["flame"], t.grids["flame"].faces, process=False))
-    save_mesh(assets / ASSET_FILES["template_registration"],
-              trimesh.Trimesh(t.rest["registration"], t.grids["registration"].faces, process=False))
+    templates = source.templates()
+    save_mesh(assets / ASSET_FILES["template"], templates["flame"])
+    save_mesh(assets / ASSET_FILES["template_registration"], templates["registration"])
     return dict(ASSET_FILES)
 
 
 def build_description(subjects: Sequence[int], n_expressions: int, seed: int,
-                      assets: Dict[str, str]) -> Dict[str, object]:
-    """The ``dataset.json`` content for a synthetic dataset."""
-    meta = get_metadata()
+                      assets: Dict[str, str], source: SourceLike = DEFAULT_SOURCE) -> Dict[str, object]:
+    """The ``dataset.json`` content for a synthetic dataset made by ``source``."""
+    source = get_source(source)
+    meta = source.metadata()
     train, eval_, test = split_subjects(subjects)
     return {
         "name": "synthetic",
@@ -181,15 +258,16 @@ def build_description(subjects: Sequence[int], n_expressions: int, seed: int,
         "assets_dir": ASSETS_DIR,
         "assets": assets,
         "synthetic": {
+            "source": source.name,
             "seed": seed,
-            "generator_version": GENERATOR_VERSION,
+            "generator_version": source.generator_version,
             "n_subjects": len(subjects),
             "n_expressions": n_expressions,
             "neutral_closed_expression": NEUTRAL_CLOSED,
             "neutral_open_expression": NEUTRAL_OPEN,
             "expression_types": [expression_type(e) for e in range(n_expressions)],
             "anchor_names": list(meta.anchor_names),
-            "n_vertices": {name: int(g.n_vertices) for name, g in get_template().grids.items()},
+            "n_vertices": source.n_vertices(),
             "frame": "nphm (FLAME x 4), +y up, +z forward, +x subject's left; 1 unit = 250 mm",
         },
     }
@@ -197,11 +275,14 @@ def build_description(subjects: Sequence[int], n_expressions: int, seed: int,
 
 def generate_dataset(out_dir: Optional[PathLike] = None, n_subjects: int = 50, n_expressions: int = 10,
                      seed: int = 0, workers: int = 1, overwrite: bool = False, first_subject: int = 0,
-                     progress: bool = True) -> GenerationReport:
-    """Generate ``n_subjects`` x ``n_expressions`` synthetic scans into ``out_dir``
-    (default ``nphm.paths.DATA``), then the assets and ``dataset.json``.
+                     progress: bool = True, source: SourceLike = DEFAULT_SOURCE) -> GenerationReport:
+    """Generate ``n_subjects`` x ``n_expressions`` synthetic scans of ``source``
+    (``"procedural"``, the default, or ``"ict"``) into ``out_dir`` (default
+    ``nphm.paths.DATA``), then the assets and ``dataset.json``.
 
-    Subjects are ``first_subject .. first_subject + n_subjects - 1`` (folders ``{id:03d}``);
+    ``source`` is a name in :data:`SOURCES` or a :class:`SyntheticSource` registered there (worker
+    processes look it up by name). Subjects are ``first_subject .. first_subject + n_subjects - 1``
+    (folders ``{id:03d}``);
     expression 0 is the neutral closed-mouth scan, 1 the neutral open-mouth one, the rest
     follow :data:`nphm.data.synthetic.expression.EXPRESSION_TYPES` and then random mixtures.
     Failing scans are reported in the returned report and do not stop the others.
@@ -220,14 +301,14 @@ def generate_dataset(out_dir: Optional[PathLike] = None, n_subjects: int = 50, n
         raise ValueError(f"seed must be >= 0, got {seed}")
     if first_subject < 0 or first_subject + n_subjects > 1000:
         raise ValueError(f"subject ids must lie in [0, 999], got {first_subject}..{first_subject + n_subjects - 1}")
+    source = get_source(source)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_settings(out_dir, seed, overwrite)
+    _check_settings(out_dir, seed, overwrite, source)
 
-    # build the shared template before any worker starts (forked workers inherit it)
-    get_template()
-    get_metadata()
+    # build the shared templates before any worker starts (forked workers inherit them)
+    source.prepare()
     subjects = list(range(first_subject, first_subject + n_subjects))
-    tasks = [(str(out_dir), s, n_expressions, seed, overwrite) for s in subjects]
+    tasks = [(str(out_dir), s, n_expressions, seed, overwrite, source.name) for s in subjects]
     report = GenerationReport(out_dir=out_dir)
     bar = tqdm(total=len(tasks), desc="synthetic subjects", unit="subject", disable=not progress)
 
@@ -252,16 +333,20 @@ def generate_dataset(out_dir: Optional[PathLike] = None, n_subjects: int = 50, n
     bar.close()
 
     train, _, _ = split_subjects(subjects)
-    assets = write_assets(out_dir, train if train else subjects)
-    save_json(out_dir / "dataset.json", build_description(subjects, n_expressions, seed, assets))
+    assets = write_assets(out_dir, train if train else subjects, source)
+    save_json(out_dir / "dataset.json", build_description(subjects, n_expressions, seed, assets, source))
     return report
 
 
 __all__ = [
+    "DEFAULT_SOURCE",
     "EXPRESSION_TYPES",
     "GenerationReport",
+    "SOURCES",
+    "SyntheticSource",
     "build_description",
     "generate_dataset",
+    "get_source",
     "is_finished",
     "scan_dir",
     "split_subjects",
