@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pictures", type=int, default=4, help="scans drawn with every method's fit (default 4)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1, help="processes for data generation (default 1)")
+    p.add_argument("--source", choices=["procedural", "ict"], default="procedural",
+                   help="heads generated when --data_dir has no dataset (default: procedural, the heads the "
+                        "shipped models were trained on)")
     p.add_argument("--overwrite", action="store_true", help="redo fits and evaluations that exist")
     p.add_argument("--data_dir", type=Path, default=paths.DATA, help="dataset (default: %(default)s)")
     p.add_argument("--single_view_dir", type=Path, default=paths.DATA_SINGLE_VIEW,
@@ -98,6 +101,7 @@ def main(argv=None) -> int:
                                     resolution_scale=_pick(args.eval_scale, "eval_scale", args.quick, 1.0)),
             pca=PCAFitSettings(iterations=args.pca_iterations if args.pca_iterations is not None else 10),
             pca_components=(n_id, n_ex), train=args.train, device=args.device, workers=args.workers,
+            dataset_source=args.source,
             pictures=args.pictures, overwrite=args.overwrite)
         path, results = run_quality(cfg)
     except (ValueError, FileNotFoundError) as e:

@@ -126,6 +126,8 @@ def training_set(models_dir: Path) -> Dict[str, object]:
             "n_expressions": int(synthetic.get("n_expressions", 2)),
             "n_subjects": int(synthetic.get("n_subjects", 0)), "expression_types": synthetic.get("expression_types"),
             "generator_version": synthetic.get("generator_version"),
+            # descriptions written before there were two sources are of procedural heads
+            "source": str(synthetic.get("source", "procedural")),
             "fingerprints": data.get("held_out_fingerprints") or {}}
 
 
@@ -216,7 +218,8 @@ def run_demo(cfg: DemoConfig, log=tqdm.write) -> Path:
         f"-> {cfg.out_dir}")
 
     t = time.perf_counter()
-    manager, failures = stages.regenerate_subjects(qcfg.data_dir, subjects, n_expressions, train["seed"], log)
+    manager, failures = stages.regenerate_subjects(qcfg.data_dir, subjects, n_expressions, train["seed"], log,
+                                                   train["source"])
     seconds["synthetic heads"] = time.perf_counter() - t
     mismatches = fingerprint_mismatches(manager, train["fingerprints"], subjects)
     if not train["fingerprints"]:

@@ -89,7 +89,8 @@ class QualityConfig:
         methods: subset of :data:`ALL_METHODS`.
         fitting_configs: explicit fitting config per neural method (default:
             ``config_dir / NEURAL_METHODS[key].fitting_config``).
-        n_subjects, n_expressions, dataset_seed: synthetic set generated when missing.
+        n_subjects, n_expressions, dataset_seed, dataset_source: synthetic set generated when
+            missing ("procedural" heads, the ones the shipped models were trained on, or "ict").
         subjects: test subjects (default: the test split); max_subjects: only the first N.
         max_expressions: only the first N test expressions of every subject.
         step_scale: overrides ``fitting.step_scale`` of the fitting configs (fewer steps).
@@ -114,6 +115,7 @@ class QualityConfig:
     n_subjects: int = 30
     n_expressions: int = 8
     dataset_seed: int = 1
+    dataset_source: str = "procedural"
     observation_seed: int = 0
     fitting_seed: int = 0
     subjects: Optional[List[int]] = None
@@ -148,9 +150,12 @@ class QualityConfig:
 
     def result_settings(self) -> Dict[str, object]:
         """The knobs that change the numbers (stored in ``settings.json``)."""
+        dataset = {"n_subjects": self.n_subjects, "n_expressions": self.n_expressions,
+                   "seed": self.dataset_seed, "data_dir": str(self.data_dir)}
+        if self.dataset_source != "procedural":  # folders of earlier runs (procedural only) stay valid
+            dataset["source"] = self.dataset_source
         return {
-            "dataset": {"n_subjects": self.n_subjects, "n_expressions": self.n_expressions,
-                        "seed": self.dataset_seed, "data_dir": str(self.data_dir)},
+            "dataset": dataset,
             "observation_seed": self.observation_seed,
             "fitting_seed": self.fitting_seed,
             "subjects": self.subjects,
@@ -350,7 +355,8 @@ def run_quality(cfg: QualityConfig, log: Log = tqdm.write) -> Tuple[Path, List[M
     start = time.perf_counter()
     claim_output(cfg, cfg.result_settings(), "use another output folder or overwrite")
     manager_full, failures = stages.ensure_dataset(cfg.data_dir, cfg.single_view_dir, cfg.n_subjects,
-                                                   cfg.n_expressions, cfg.dataset_seed, cfg.workers, log)
+                                                   cfg.n_expressions, cfg.dataset_seed, cfg.workers, log,
+                                                   cfg.dataset_source)
     subjects = benchmark_subjects(cfg, manager_full)
     train_subjects = set(manager_full.subjects("train")) | set(manager_full.subjects("eval"))
     if train_subjects & set(subjects):

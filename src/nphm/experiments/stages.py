@@ -27,24 +27,25 @@ Log = Callable[[str], None]
 
 # ------------------------------------------------------------------------------------ data
 def ensure_dataset(data_dir: Path, single_view_dir: Path, n_subjects: int, n_expressions: int, seed: int,
-                   workers: int = 1, log: Log = print) -> Tuple[DataManager, List[str]]:
-    """The :class:`~nphm.data.DataManager` of ``data_dir``; the synthetic set is generated first
-    when the folder has no ``dataset.json``. Returns the manager and the failures."""
+                   workers: int = 1, log: Log = print, source: str = "procedural") -> Tuple[DataManager, List[str]]:
+    """The :class:`~nphm.data.DataManager` of ``data_dir``; the synthetic set (heads of
+    ``source``, see :func:`nphm.data.synthetic.writer.get_source`) is generated first when the
+    folder has no ``dataset.json``. Returns the manager and the failures."""
     failures: List[str] = []
     if not (Path(data_dir) / "dataset.json").is_file():
         from nphm.data.synthetic import generate_dataset
 
-        log(f"generating the synthetic set: {n_subjects} subjects x {n_expressions} expressions, "
+        log(f"generating the synthetic set ({source} heads): {n_subjects} subjects x {n_expressions} expressions, "
             f"seed {seed} -> {data_dir}")
         report = generate_dataset(data_dir, n_subjects=n_subjects, n_expressions=n_expressions, seed=seed,
-                                  workers=workers)
+                                  workers=workers, source=source)
         failures += _generation_failures(report, log)
     return DataManager(data_dir, None, single_view_dir), failures
 
 
 def regenerate_subjects(data_dir: Path, subjects: Sequence[int], n_expressions: int, seed: int,
-                        log: Log = print) -> Tuple[DataManager, List[str]]:
-    """Regenerate single subjects of a synthetic set (same generator, seed and ids: the same
+                        log: Log = print, source: str = "procedural") -> Tuple[DataManager, List[str]]:
+    """Regenerate single subjects of a synthetic set (same source, seed and ids: the same
     scans) into ``data_dir``, all in its test split; finished scans are skipped. Returns the
     DataManager (observations in ``data_dir/single_view``) and the failures."""
     from nphm.data.synthetic.writer import ASSET_FILES, build_description, generate_dataset
@@ -53,9 +54,9 @@ def regenerate_subjects(data_dir: Path, subjects: Sequence[int], n_expressions: 
     failures: List[str] = []
     for subject in tqdm(subjects, desc="synthetic test heads", unit="subject"):
         report = generate_dataset(data_dir, n_subjects=1, n_expressions=n_expressions, seed=seed,
-                                  first_subject=subject, progress=False)
+                                  first_subject=subject, progress=False, source=source)
         failures += _generation_failures(report, log)
-    description = build_description(list(subjects), n_expressions, seed, dict(ASSET_FILES))
+    description = build_description(list(subjects), n_expressions, seed, dict(ASSET_FILES), source)
     description.update(subjects_train=[], subjects_eval=[], subjects_test=list(subjects))
     save_json(Path(data_dir) / "dataset.json", description)
     return DataManager(data_dir, None, Path(data_dir) / "single_view"), failures
