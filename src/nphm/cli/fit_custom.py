@@ -11,7 +11,17 @@ model's (nphm) frame by a similarity:
     its nphm-frame reference with --reference_landmarks;
   * without landmarks: --units (or a guess from the size) and a multi-start ICP with scale to
     the model's mean head. Works for head scans that show the face; check overview.png and the
-    *_aligned_points.ply file.
+    *_aligned_points.ply file;
+  * --alignment none: the points are already in the nphm frame (identity transform).
+
+Landmark formats (--landmark_format, default: from the number of rows): 68 iBUG, 51 (iBUG
+without the jaw line), 39 NPHM anchors; their reference positions come from the models folder
+(--experiment_dir/landmarks_reference.json), so no dataset is needed. After alignment, sanity
+checks refuse a wrong unit or landmarks that do not fit (exit code 2, --force to fit anyway);
+the alignment is then refined in the fit with the latents (--no_refine_pose to keep it fixed).
+--robust (for real scans): a robust surface loss and a crop at the neck plane. --depth maps
+with --intrinsics replace --points; --identity lat_shape.npy fits only the expressions, with
+--sequence frame after frame (--smoothness).
 
 Written to --out (default FITTING_DIR/custom/<first scan name>):
   {name}_nphm.ply          fitted mesh in the nphm frame
@@ -34,13 +44,55 @@ from nphm import paths
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--points", type=Path, nargs="+", required=True, help="scan file(s), one per expression")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--points", type=Path, nargs="+", help="scan file(s), one per expression")
+    src.add_argument("--depth", type=Path, nargs="+",
+                     help="depth map(s) (.png raw units / .npy metres, z-depth), one per expression, instead of "
+                          "--points: back-projected with --intrinsics into the camera frame (OpenCV: x right, "
+                          "y down, z forward), in metres (so --units defaults to m)")
+    p.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"), default=None,
+                   help="pinhole intrinsics of the --depth maps in pixels (OpenCV: pixel (row, col) centred at "
+                        "(col, row)); required with --depth")
+    p.add_argument("--depth_scale", type=float, default=None,
+                   help="raw depth units per metre (default: 1000 for .png, i.e. millimetres; 1 for .npy)")
+    p.add_argument("--mask", type=Path, nargs="+", default=[],
+                   help="mask file(s) of the --depth maps (.png/.npy, nonzero = keep): one for all or one per map")
     p.add_argument("--landmarks", type=Path, nargs="+", default=[],
                    help="landmark file(s): one for all scans or one per scan (default: automatic alignment)")
+    p.add_argument("--landmark_format", default="auto", choices=["auto", "68", "51", "39"],
+                   help="landmark set: 68 iBUG, 51 (iBUG without the jaw line), 39 NPHM anchors; auto: from the "
+                        "number of rows (default: %(default)s). The reference comes from the models folder's "
+                        "landmarks_reference.json (--experiment_dir), else the dataset's mean (68/51)")
     p.add_argument("--units", default="auto", choices=["auto", "mm", "cm", "m", "nphm"],
-                   help="unit of the scans, used without landmarks (default: guessed from the size)")
+                   help="unit of the scans: the scale without landmarks, checked against the landmarks' scale "
+                        "with them (default: guessed from the size; m for --depth)")
     p.add_argument("--reference_landmarks", type=Path, default=None,
-                   help="(L, 3) .npy: where your L landmarks lie on the mean head, nphm frame")
+                   help="(L, 3) .npy: where your L landmarks lie on the mean head, nphm frame (overrides the "
+                        "models folder's reference)")
+    p.add_argument("--alignment", default=None, choices=["auto", "landmarks", "none"],
+                   help="landmarks: Umeyama to the reference; auto: unit + multi-start ICP to the mean head; "
+                        "none: the points are already in the nphm frame (identity transform) "
+                        "(default: landmarks with --landmarks, else auto)")
+    pose = p.add_mutually_exclusive_group()
+    pose.add_argument("--refine_pose", dest="refine_pose", action="store_true", default=None,
+                      help="refine the alignment in the fit, jointly with the latents (default: on unless "
+                           "--alignment none); the refined transform is written to {name}_transform.json")
+    pose.add_argument("--no_refine_pose", dest="refine_pose", action="store_false",
+                      help="keep the alignment fixed during the fit (the behaviour before pose refinement)")
+    p.add_argument("--robust", action="store_true",
+                   help="for real scans: Geman-McClure surface loss (scale 0.03 nphm units = 7.5 mm, shrunk to "
+                        "0.01 from release step 250) that ignores points far from the head, and crop at the "
+                        "model's neck plane besides the box (unless --no_crop)")
+    p.add_argument("--force", action="store_true",
+                   help="fit even when the sanity checks after alignment refuse it (wrong unit, landmarks that "
+                        "do not fit): the refusals become warnings")
+    p.add_argument("--identity", type=Path, default=None,
+                   help="lat_shape.npy of an earlier fit of this person: fit only the expression latents")
+    p.add_argument("--sequence", action="store_true",
+                   help="the scans are ordered frames: fit them one after the other, each starting from the "
+                        "previous (needs --identity)")
+    p.add_argument("--smoothness", type=float, default=0.0,
+                   help="with --sequence: weight of |z_t - z_(t-1)|^2 (default: %(default)s)")
     p.add_argument("--shared_transform", action="store_true",
                    help="all scans are in one frame: estimate the alignment on the first scan only")
     p.add_argument("--neutral", action="store_true", help="fit the identity only (neutral scans, no expression model)")
@@ -53,16 +105,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, auto (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--experiment_dir", type=Path, default=paths.EXPERIMENT_DIR,
-                   help="trained models (default: %(default)s)")
+                   help="trained models and their landmarks_reference.json (default: %(default)s)")
     p.add_argument("--data_dir", type=Path, default=paths.DATA,
-                   help="dataset, only for the mean of 68 landmarks (default: %(default)s)")
+                   help="dataset, only for the mean of 68 landmarks when the models folder has no reference "
+                        "(default: %(default)s)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.depth and args.intrinsics is None:
+        print("error: --depth needs --intrinsics FX FY CX CY", file=sys.stderr)
+        return 2
+    if not args.depth and (args.intrinsics is not None or args.mask or args.depth_scale is not None):
+        print("error: --intrinsics, --depth_scale and --mask go with --depth", file=sys.stderr)
+        return 2
+    if args.sequence and args.identity is None:
+        print("error: --sequence needs --identity (fit a neutral scan first, then pass its lat_shape.npy)",
+              file=sys.stderr)
+        return 2
+    if args.identity is not None and args.neutral:
+        print("error: --identity fits expressions: it cannot go with --neutral", file=sys.stderr)
+        return 2
+    import numpy as np
+
     from nphm.fitting import io as fio
-    from nphm.fitting.custom import load_landmark_file, run_custom_fit
+    from nphm.fitting.custom import robust_settings, run_custom_fit
+    from nphm.fitting.landmarks import read_landmark_array, reference_path
     from nphm.utils.device import resolve_device
 
     try:
@@ -70,23 +139,50 @@ def main(argv=None) -> int:
         if args.steps is not None:
             cfg = cfg.with_steps(args.steps)
         settings = cfg.settings
+        if args.robust:
+            settings = robust_settings(settings)
         device = resolve_device(args.device)
         if args.neutral:
             cfg = cfg.replace(exp_name_expr=None)
         models = fio.load_models(cfg, device, args.experiment_dir)
+        z_id = None
+        if args.identity is not None:
+            if not args.identity.is_file():
+                raise FileNotFoundError(f"identity latent not found: {args.identity}")
+            z_id = np.load(args.identity, allow_pickle=False).reshape(-1)
+            if z_id.size != models.identity.lat_dim:
+                raise ValueError(f"{args.identity}: {z_id.size} values, the identity model's latent has "
+                                 f"{models.identity.lat_dim}")
         mean_68 = None
-        if args.landmarks and args.reference_landmarks is None and len(load_landmark_file(args.landmarks[0])) == 68:
+        if (args.landmarks and args.reference_landmarks is None and not reference_path(args.experiment_dir).is_file()
+                and len(read_landmark_array(args.landmarks[0])) in (68, 51)):
             from nphm.data import DataManager
             from nphm.fitting.custom import dataset_mean_landmarks
 
             mean_68 = dataset_mean_landmarks(DataManager(args.data_dir))
-        out = args.out or Path(paths.FITTING_DIR) / "custom" / args.points[0].stem
+        clouds, units = None, args.units
+        if args.depth:
+            from nphm.fitting.depth import POINTS_UNIT, Intrinsics, load_depth_frames
+
+            frames = load_depth_frames(args.depth, Intrinsics(*args.intrinsics), args.depth_scale, args.mask)
+            clouds = [(f.name, f.source, f.points) for f in frames]
+            units = POINTS_UNIT if units == "auto" else units
+        neck = None
+        if args.robust and not args.no_crop:
+            from nphm.fitting.crop import neck_plane_for
+
+            neck = neck_plane_for(models.identity)
+        first = (args.depth or args.points)[0]
+        out = args.out or Path(paths.FITTING_DIR) / "custom" / first.stem
         outputs = run_custom_fit(
-            models.identity, models.deformation, args.points, out, settings, args.landmarks, args.units,
+            models.identity, models.deformation, args.points or [], out, settings, args.landmarks, units,
             args.reference_landmarks, mean_68, args.shared_transform, crop=not args.no_crop,
-            resolution=args.resolution, seed=args.seed,
+            resolution=args.resolution, seed=args.seed, clouds=clouds, landmark_format=args.landmark_format,
+            models_dir=args.experiment_dir, alignment=args.alignment, refine_pose=args.refine_pose,
+            neck_plane=neck, checks=True, force=args.force, identity_latent=z_id, sequence=args.sequence,
+            smoothness=args.smoothness,
         )
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:  # AlignmentCheckError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
     for name, path in outputs.meshes_input.items():

@@ -12,7 +12,18 @@ similarity per scan, or one shared by all scans):
   (:func:`nphm.fitting.alignment.auto_align`). Reliable for complete or frontal head scans
   whose size is within about 10 % of the mean head; use landmarks otherwise.
 
-After alignment, points outside the fitting box are dropped (shoulders, background). Outputs,
+Landmark files may be 68 iBUG, 51 (without the jaw line) or 39 NPHM anchors
+(:mod:`nphm.fitting.landmarks`, format from the count or given); their reference comes from the
+models folder's ``landmarks_reference.json`` (``models_dir``). ``alignment="none"`` takes points
+already in the nphm frame (identity similarity). Optionally (``checks``) the aligned scans pass
+the sanity checks of :mod:`nphm.fitting.checks` (wrong unit, landmarks that do not fit), and
+(``refine_pose``) the alignment is the start pose refined in the fit (:mod:`nphm.fitting.pose`);
+the written transforms are then the refined ones. Points may also come as arrays (``clouds``,
+e.g. back-projected depth frames of :mod:`nphm.fitting.depth`); with ``identity_latent`` only
+the expressions are fitted (``sequence``: frame after frame).
+
+After alignment, points outside the fitting box are dropped (shoulders, background), and with
+``neck_plane`` those below the neck (:func:`nphm.fitting.crop.crop_head`). Outputs,
 for every scan ``{name}`` (file stem)::
 
     {name}_nphm.ply            fitted mesh in the nphm frame
@@ -25,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -34,7 +45,7 @@ from torch import nn
 
 from nphm.fitting.alignment import UNIT_TO_NPHM, Similarity, Target, auto_align, check_points, guess_unit, umeyama
 from nphm.pictures import fit_figure
-from nphm.fitting.joint import FitResult, fit_identity, fit_joint
+from nphm.fitting.joint import FitResult, fit_expressions, fit_identity, fit_joint, fit_sequence
 from nphm.fitting.meshing import mesh_fit
 from nphm.fitting.schedule import FittingSettings
 from nphm.reconstruction import mesh_identity
@@ -169,6 +180,70 @@ class AlignedScan:
     method: str
     icp_rms: Optional[float] = None
     unit: Optional[str] = None
+    #: bool (N,) the input points kept by the crop (None: all)
+    keep: Optional[np.ndarray] = None
+    #: messages of the sanity checks that did not pass cleanly (warnings, or errors let through by force)
+    check_messages: List[str] = field(default_factory=list)
+
+    @property
+    def points_kept_input(self) -> np.ndarray:
+        """The kept (cropped) points in the input frame (M, 3)."""
+        return self.points_input if self.keep is None else self.points_input[self.keep]
+
+
+#: Alignment methods of :func:`align_scans` (None: "landmarks" with landmark files, else "auto").
+ALIGNMENTS = ("auto", "landmarks", "none")
+
+
+def _landmark_reference(identity: nn.Module, lm: np.ndarray, source: str, landmark_format: str,
+                        ref: Optional[np.ndarray], models_dir: Optional[PathLike],
+                        dataset_mean_68: Optional[np.ndarray]) -> Tuple[np.ndarray, Optional[str]]:
+    """Reference (L, 3) nphm frame and format (None: another set) of landmarks ``lm``.
+
+    First the explicit reference ``ref``; else by format (:func:`nphm.fitting.landmarks.resolve_format`):
+    39 -> the identity model's anchors at ``z = 0`` when it has 39, 68 / 51 / 39 -> the models
+    folder's reference file (:func:`nphm.fitting.landmarks.load_landmark_reference`), else the
+    dataset's mean 68 (51: its last 51 rows).
+    """
+    from nphm.fitting.landmarks import FORMAT_COUNTS, load_landmark_reference, reference_path, resolve_format
+
+    if ref is not None:
+        if landmark_format not in (None, "auto"):
+            fmt = resolve_format(len(lm), landmark_format, source)
+        else:
+            known = [f for f, n in FORMAT_COUNTS.items() if n == len(lm)]
+            fmt = known[0] if len(known) == 1 else None
+        if len(ref) != len(lm):
+            raise ValueError(f"{source}: {len(lm)} landmarks but the reference has {len(ref)}")
+        return ref, fmt
+    fmt = resolve_format(len(lm), landmark_format, source)
+    if fmt == "39" and getattr(identity, "n_loc", -1) == 39:
+        return reference_landmarks(identity, 39), fmt
+    if models_dir is not None and reference_path(models_dir).is_file():
+        return load_landmark_reference(models_dir, fmt), fmt
+    if fmt in ("68", "51") and dataset_mean_68 is not None:
+        mean = np.asarray(dataset_mean_68, dtype=np.float64).reshape(68, 3)
+        return (mean if fmt == "68" else mean[17:]), fmt
+    where = f" (none in {reference_path(models_dir)})" if models_dir is not None else ""
+    raise ValueError(f"{source}: no reference for the {len(lm)} landmarks (format {fmt}){where}: give the models "
+                     "folder with its landmarks_reference.json, the dataset (68 / 51), or a reference file")
+
+
+def _refuse_size_before_icp(points: np.ndarray, scale: float, mean_head: Target, unit: str, guessed: bool,
+                            source: str) -> None:
+    """Refuse a scan whose size is wrong whatever its rotation before the (then slow) ICP: the
+    head-size check on the scaled, not yet rotated points when its ratio is a factor 2 beyond
+    the error band (a head's extents differ by less than 1.3x between axes)."""
+    import warnings
+
+    from nphm.fitting.checks import SIZE_BANDS, check_head_size, head_extent
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pre = check_head_size(points * scale, head_extent(mean_head.points), unit, guessed, source=source, force=True)
+    lo, hi = SIZE_BANDS["unit"][1]
+    if not lo / 2 <= pre.value <= hi * 2:
+        check_head_size(points * scale, head_extent(mean_head.points), unit, guessed, source=source)
 
 
 def align_scans(
@@ -182,26 +257,58 @@ def align_scans(
     crop_box=None,
     mean_head: Optional[Target] = None,
     seed: int = 0,
+    *,
+    clouds: Optional[Sequence[Tuple[str, PathLike, np.ndarray]]] = None,
+    landmark_format: str = "auto",
+    models_dir: Optional[PathLike] = None,
+    alignment: Optional[str] = None,
+    neck_plane=None,
+    checks: bool = False,
+    force: bool = False,
 ) -> List[AlignedScan]:
     """Read the scans and estimate their similarity to the nphm frame (see the module docstring).
 
     Args:
         landmark_files: none, one (shared by all scans: they must share one frame), or one per scan.
-        units: "auto" or a key of :data:`UNIT_TO_NPHM` (only used without landmarks).
+        units: "auto" or a key of :data:`UNIT_TO_NPHM` (the scale without landmarks; with
+            landmarks and ``checks``, a declared unit is checked against their scale).
         reference_file: (L, 3) reference landmarks in the nphm frame (overrides the defaults).
         shared_transform: estimate the similarity on the first scan and use it for all.
         crop_box: ``(min (3,), max (3,))`` nphm box to keep (None: keep everything).
         mean_head: surface of the mean head (:func:`mean_head_target`; computed when needed).
+        clouds: ``(name, source, points (N, 3))`` given directly instead of ``point_files``
+            (e.g. back-projected depth frames, :mod:`nphm.fitting.depth`).
+        landmark_format: "auto", "68", "51" or "39" (:func:`nphm.fitting.landmarks.resolve_format`).
+        models_dir: the models folder whose ``landmarks_reference.json`` gives the references.
+        alignment: "landmarks", "auto" (multi-start ICP), "none" (the points are in the nphm
+            frame already: identity similarity); None: "landmarks" with landmark files, else "auto".
+        neck_plane: ``(origin, normal)`` nphm frame: also drop the points below it
+            (:func:`nphm.fitting.crop.crop_head`; with ``crop_box``).
+        checks: run :func:`nphm.fitting.checks.check_alignment` on every aligned scan (before
+            the crop); refused alignments raise :class:`nphm.fitting.checks.AlignmentCheckError`
+            unless ``force`` (then a warning, recorded in ``check_messages``).
     """
     if units != "auto" and units not in UNIT_TO_NPHM:
         raise ValueError(f"unknown unit {units!r}; use auto or one of {sorted(UNIT_TO_NPHM)}")
-    if not point_files:
-        raise ValueError("no scan files given")
-    if len(landmark_files) not in (0, 1, len(point_files)):
-        raise ValueError(f"give no landmark file, one for all scans, or one per scan ({len(point_files)}), "
+    alignment = alignment or ("landmarks" if landmark_files else "auto")
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"unknown alignment {alignment!r}; use one of {', '.join(ALIGNMENTS)}")
+    if alignment == "landmarks" and not landmark_files:
+        raise ValueError("alignment 'landmarks' needs landmark files")
+    if clouds is not None:
+        scans = [(Path(src), check_points(np.asarray(p, dtype=np.float64), str(src), min_points=10))
+                 for _, src, p in clouds]
+        names = [str(n) for n, _, _ in clouds]
+    else:
+        if not point_files:
+            raise ValueError("no scan files given")
+        scans = [(Path(f), load_point_file(f, seed=seed)) for f in point_files]
+        names = [p.stem for p, _ in scans]
+    if not scans:
+        raise ValueError("no scans given")
+    if len(landmark_files) not in (0, 1, len(scans)):
+        raise ValueError(f"give no landmark file, one for all scans, or one per scan ({len(scans)}), "
                          f"got {len(landmark_files)}")
-    scans = [(Path(f), load_point_file(f, seed=seed)) for f in point_files]
-    names = [p.stem for p, _ in scans]
     if len(set(names)) != len(names):
         raise ValueError(f"scan files must have distinct names, got {names}")
     ref = np.asarray(np.load(reference_file), dtype=np.float64) if reference_file is not None else None
@@ -212,41 +319,79 @@ def align_scans(
     methods: List[str] = []
     rms: List[Optional[float]] = []
     unit_used: List[Optional[str]] = []
+    check_args: List[dict] = []
     for i, (path, pts) in enumerate(scans):
         if shared_transform and i > 0:
             transforms.append(transforms[0])
             methods.append(methods[0] + " (shared)")
             rms.append(rms[0])
             unit_used.append(unit_used[0])
+            check_args.append(check_args[0])
             continue
-        if landmark_files:
+        if alignment == "none":
+            transforms.append(Similarity.identity())
+            methods.append("none (points already in the nphm frame)")
+            rms.append(None)
+            unit_used.append(None)
+            check_args.append(dict(unit="nphm", unit_guessed=False))
+        elif alignment == "landmarks":
             lm_path = landmark_files[0] if len(landmark_files) == 1 else landmark_files[i]
-            lm = load_landmark_file(lm_path)
-            target = ref if ref is not None else reference_landmarks(identity, len(lm), dataset_mean_68)
-            if len(target) != len(lm):
-                raise ValueError(f"{lm_path}: {len(lm)} landmarks but the reference has {len(target)}")
+            from nphm.fitting.landmarks import read_landmark_array
+
+            lm = check_points(read_landmark_array(lm_path), f"{lm_path} (landmarks)", min_points=3)
+            target, fmt = _landmark_reference(identity, lm, str(lm_path), landmark_format, ref, models_dir,
+                                              dataset_mean_68)
             transforms.append(umeyama(lm, target, with_scale=True))
-            methods.append(f"landmarks ({len(lm)}, Umeyama)")
+            methods.append(f"landmarks ({len(lm)}{'' if fmt is None else ', format ' + fmt}, Umeyama)")
             rms.append(float(np.sqrt(((transforms[-1].apply(lm) - target) ** 2).sum(1).mean())))
             unit_used.append(None)
+            check_args.append(dict(landmarks=lm, reference=target, transform=transforms[-1], fmt=fmt,
+                                   unit=None if units == "auto" else units))
         else:
             if mean_head is None:
                 mean_head = mean_head_target(identity, seed=seed)
             unit = guess_unit(pts, mean_head.points) if units == "auto" else units
+            if checks and not force:
+                _refuse_size_before_icp(pts, UNIT_TO_NPHM[unit], mean_head, unit, units == "auto", path.name)
             result = auto_align(pts, mean_head, scale=UNIT_TO_NPHM[unit], seed=seed)
             transforms.append(result.transform)
             methods.append(f"automatic (unit {unit}{' guessed' if units == 'auto' else ''}, multi-start ICP)")
             rms.append(result.score)
             unit_used.append(unit)
+            check_args.append(dict(unit=unit, unit_guessed=units == "auto"))
+    mean_extent = None
+    if checks:
+        from nphm.fitting.checks import head_extent
+
+        if mean_head is None:
+            mean_head = mean_head_target(identity, seed=seed)
+        mean_extent = head_extent(mean_head.points)
     out = []
-    for (path, pts), T, method, r, unit in zip(scans, transforms, methods, rms, unit_used):
+    for (path, pts), name, T, method, r, unit, cargs in zip(scans, names, transforms, methods, rms, unit_used,
+                                                            check_args):
         aligned = T.apply(pts)
+        messages: List[str] = []
+        if checks:
+            import warnings
+
+            from nphm.fitting.checks import check_alignment
+
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                check_alignment(aligned, mean_extent, source=path.name, force=force, **cargs)
+            for w in caught:
+                messages.append(str(w.message))
+                warnings.warn(w.message, w.category, stacklevel=2)
+        keep = None
         if crop_box is not None:
-            aligned = aligned[crop_to_box(aligned, *crop_box)]
+            from nphm.fitting.crop import crop_head
+
+            keep = crop_head(aligned, crop_box, neck_plane)
+            aligned = aligned[keep]
         if len(aligned) < 10:
             raise ValueError(f"{path}: only {len(aligned)} points lie in the model's box after alignment "
                              f"({method}); check the landmarks / units")
-        out.append(AlignedScan(path.stem, path, pts, T, aligned, method, r, unit))
+        out.append(AlignedScan(name, path, pts, T, aligned, method, r, unit, keep, messages))
     return out
 
 
@@ -301,6 +446,20 @@ def write_custom_fit(
     return outputs
 
 
+#: ``--robust``: Geman-McClure surface loss starting at this scale (nphm units, 7.5 mm) ...
+ROBUST_SCALE = 0.03
+#: ... shrunk by these factors from these release steps on (0.03 -> 0.01 at step 250): the
+#: start far from the person (the mean head) sees the whole head first, then ignores outliers.
+ROBUST_SCALE_SCHEDULE = {250: 1.0 / 3.0}
+
+
+def robust_settings(settings: FittingSettings, scale: float = ROBUST_SCALE,
+                    schedule: Optional[Dict[int, float]] = None) -> FittingSettings:
+    """``settings`` with the Geman-McClure surface loss of scale ``scale`` and its shrinking schedule."""
+    return settings.replace(surface_loss="geman_mcclure", robust_scale=float(scale),
+                            robust_scale_schedule=dict(ROBUST_SCALE_SCHEDULE if schedule is None else schedule))
+
+
 def run_custom_fit(
     identity: nn.Module,
     deformation: Optional[nn.Module],
@@ -317,24 +476,86 @@ def run_custom_fit(
     seed: int = 0,
     progress: bool = True,
     figure: bool = True,
+    *,
+    clouds: Optional[Sequence[Tuple[str, PathLike, np.ndarray]]] = None,
+    landmark_format: str = "auto",
+    models_dir: Optional[PathLike] = None,
+    alignment: Optional[str] = None,
+    refine_pose: Optional[bool] = False,
+    neck_plane=None,
+    checks: bool = True,
+    force: bool = False,
+    identity_latent: Optional[np.ndarray] = None,
+    sequence: bool = False,
+    smoothness: float = 0.0,
 ) -> CustomFitOutputs:
-    """Align, fit (jointly when a deformation model is given, else identity only) and write.
+    """Align, check, crop, fit (jointly when a deformation model is given, else identity only) and write.
 
     See :func:`align_scans` for the alignment arguments and :func:`write_custom_fit` for the outputs.
+
+    Args:
+        refine_pose: refine the alignment in the fit (:mod:`nphm.fitting.pose`: the alignment is
+            the start ``pose=``, ``settings.pose`` enabled); None: refine unless ``alignment``
+            is "none". The written transforms are then the refined ones (input -> nphm).
+        neck_plane: with ``crop``, also drop points below this plane (``(origin, normal)``;
+            :func:`nphm.fitting.crop.neck_plane_for`).
+        identity_latent: (D_id,) a known identity latent: fit only the expression latents
+            (:func:`nphm.fitting.joint.fit_expressions`, ``settings.for_known_identity()``).
+        sequence: the scans are ordered frames: :func:`nphm.fitting.joint.fit_sequence`
+            (needs ``identity_latent``) with smoothness weight ``smoothness``.
     """
+    from dataclasses import replace
+
+    if (identity_latent is not None or sequence) and deformation is None:
+        raise ValueError("fitting expressions of a known identity (or a sequence) needs an expression model")
+    if sequence and identity_latent is None:
+        raise ValueError("a sequence fit needs a known identity latent (fit a neutral scan first, then pass "
+                         "its lat_shape.npy)")
     box = (settings.grid_min, settings.grid_max) if crop else None
     scans = align_scans(identity, point_files, landmark_files, units, reference_file, dataset_mean_68,
-                        shared_transform, box, seed=seed)
-    observations = [s.points_nphm for s in scans]
-    generator = torch.Generator().manual_seed(seed)
-    if deformation is None:
-        fit = fit_identity(identity, observations, settings, generator, progress)
+                        shared_transform, box, seed=seed, clouds=clouds, landmark_format=landmark_format,
+                        models_dir=models_dir, alignment=alignment, neck_plane=neck_plane, checks=checks,
+                        force=force)
+    if refine_pose is None:
+        refine_pose = (alignment or ("landmarks" if landmark_files else "auto")) != "none"
+    pose = None
+    if refine_pose:
+        settings = settings.replace(pose=replace(settings.pose, enabled=True))
+        observations = [s.points_kept_input for s in scans]
+        pose = scans[0].transform if shared_transform else [s.transform for s in scans]
     else:
-        fit = fit_joint(identity, deformation, observations, settings, generator, progress)
+        observations = [s.points_nphm for s in scans]
+    generator = torch.Generator().manual_seed(seed)
+    if identity_latent is not None:
+        z_id = torch.as_tensor(np.asarray(identity_latent, dtype=np.float32).reshape(-1))
+        known = settings.for_known_identity()
+        if sequence:
+            fit = fit_sequence(identity, deformation, z_id, observations, known, smoothness, first_settings=settings,
+                               generator=generator, progress=progress, pose=pose)
+        else:
+            fit = fit_expressions(identity, deformation, z_id, observations, known, generator, progress, pose=pose)
+        settings = known if not sequence else settings
+    elif deformation is None:
+        fit = fit_identity(identity, observations, settings, generator, progress, pose=pose)
+    else:
+        fit = fit_joint(identity, deformation, observations, settings, generator, progress, pose=pose)
+    if refine_pose and fit.poses is not None:
+        for scan, T in zip(scans, fit.poses):
+            scan.transform = T
+            scan.points_nphm = T.apply(scan.points_kept_input)
+            scan.method += " + pose refined in the fit"
     outputs = write_custom_fit(out_dir, scans, identity, deformation, fit, settings, resolution, figure)
     save_json(Path(out_dir) / "fitting.json", {
         "scans": [str(s.source) for s in scans],
         "alignment": [s.method for s in scans],
+        "transforms_input_to_nphm": {s.name: s.transform.to_dict() for s in scans},
+        "pose_refined": bool(refine_pose),
+        "surface_loss": settings.surface_loss,
+        "robust_scale": settings.robust_scale if settings.surface_loss != "l1" else None,
+        "neck_crop": neck_plane is not None and crop,
+        "fit": ("sequence" if sequence else "expressions (known identity)") if identity_latent is not None
+               else ("joint" if deformation is not None else "identity"),
+        "check_messages": {s.name: s.check_messages for s in scans if s.check_messages},
         "steps": settings.n_iterations,
         "seconds_fit": round(fit.seconds, 2),
         "final": fit.history[-1] if fit.history else {},
