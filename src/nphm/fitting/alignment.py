@@ -5,6 +5,10 @@ maps input points to the nphm frame by ``x_nphm = s * x_in @ R^T + t`` (row vect
 rotation), i.e. ``x_in = (1/s) * (x_nphm - t) @ R`` = :func:`nphm.data.frames.nphm_to_raw`.
 :class:`~nphm.data.frames.Similarity` and :func:`~nphm.data.frames.umeyama` live there and are
 re-exported here.
+
+:func:`auto_align` (principal-axis starts, the unit's scale) suits complete or frontal head
+scans near the mean head's size; :mod:`nphm.fitting.auto_pose` finds the pose from any
+orientation, unit and size, ranks the candidates with the model and says how confident it is.
 """
 from __future__ import annotations
 
@@ -19,6 +23,20 @@ from nphm.data.frames import Similarity, umeyama  # noqa: F401  (umeyama re-expo
 
 #: Scale from one input unit to nphm units (nphm = FLAME metres * 4; one unit = 250 mm).
 UNIT_TO_NPHM = {"nphm": 1.0, "m": 4.0, "cm": 0.04, "mm": 0.004}
+#: Millimetres per nphm unit at the model's scale (FLAME metres * 4).
+MM_PER_NPHM = 250.0
+
+
+def mm_per_nphm(scale: float, unit: Optional[str] = None) -> float:
+    """Millimetres per nphm unit of a scan aligned by a similarity of ``scale``.
+
+    A distance ``d`` in the nphm frame is ``d / scale`` input units, i.e.
+    ``d / scale * UNIT_TO_NPHM[unit] * MM_PER_NPHM`` mm when the input's ``unit`` is known; without
+    a unit, the model's nominal :data:`MM_PER_NPHM`.
+    """
+    if unit is None:
+        return MM_PER_NPHM
+    return MM_PER_NPHM * UNIT_TO_NPHM[unit] / float(scale)
 
 
 def check_points(points: np.ndarray, what: str, min_points: int = 3) -> np.ndarray:
@@ -69,6 +87,17 @@ def _rotation_from_vector(w: np.ndarray) -> np.ndarray:
     k = w / angle
     K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
     return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
+
+
+def updated_similarity(T: Similarity, sigma: float, dR: np.ndarray, center: np.ndarray,
+                       shift: np.ndarray) -> Similarity:
+    """``T`` followed by ``p -> (1 + sigma) dR (p - center) + center + shift`` (nphm frame): the
+    update of one ICP or pose-refinement step about the centre ``center`` (3,) of the points."""
+    return Similarity(
+        T.scale * (1.0 + sigma),
+        dR @ T.rotation,
+        (1.0 + sigma) * dR @ (T.translation - center) + center + shift,
+    )
 
 
 class Target:
@@ -127,12 +156,7 @@ def icp(
         x = np.linalg.solve(AtA, -(A.T @ r[keep]))
         dR = _rotation_from_vector(x[:3])
         sigma = float(np.clip(T.scale * (1.0 + x[6]), s_lo, s_hi) / T.scale - 1.0) if with_scale else 0.0
-        # p' = (1 + sigma) dR (p - c) + c + tau
-        T = Similarity(
-            T.scale * (1.0 + sigma),
-            dR @ T.rotation,
-            (1.0 + sigma) * dR @ (T.translation - c) + c + x[3:6],
-        )
+        T = updated_similarity(T, sigma, dR, c, x[3:6])
         if np.linalg.norm(x[:6]) < tol:
             break
     d, _ = target.tree.query(T.apply(src))
