@@ -30,7 +30,12 @@ def shipped():
 
     cfg = fio.load_fitting_config(ROOT / "configs" / "fitting_nphm_cpu.yaml")
     models = fio.load_models(cfg, "cpu", ROOT / "pretrained" / "synthetic_cpu")
-    return models.identity, mean_head_target(models.identity, resolution=64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # module fixtures run before the tests' single_thread
+    try:
+        return models.identity, mean_head_target(models.identity, resolution=64)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def held_out_head(subject: int = 0, expression: int = 1, n: int = 20_000):
@@ -112,21 +117,24 @@ def test_pose_of_held_out_head_from_any_orientation(shipped, head, kind, seed, u
 @pytest.mark.slow
 @pytest.mark.parametrize("subject", [0, 3])
 def test_pose_sweep_over_orientations_units_and_sizes(shipped, subject, capsys):
-    """6 poses of each kind (upright, lying, upside down, any), full and frontal scans, the unit
-    given or not: all found within a few mm, and confidently."""
+    """3 random poses of each kind (upright, lying, upside down, any), each of the full scan and
+    of its front half (z > 0), the unit given in every other one: 24 poses, all found within a
+    few mm, and confidently."""
     points, landmarks = held_out_head(subject)
     frontal = points[points[:, 2] > 0.0]
-    errors, seconds, failures = [], [], []
+    errors, worst, seconds, failures = [], [], [], []
     for i, kind in enumerate(["upright", "lying", "upside_down", "any"] * 3):
         for name, scan in (("full", points), ("frontal", frontal)):
             result, err, info = _check_case(shipped, scan, landmarks, kind, 100 * subject + i, unit_known=i % 2 == 1)
             errors.append(err.mean())
+            worst.append(err.max())
             seconds.append(result.seconds)
             if not (err.mean() < 4.0 and err.max() < 8.0 and result.confident):
                 failures.append(f"{name} {info}")
     with capsys.disabled():
         print(f"\nsubject {subject}: {len(errors) - len(failures)} of {len(errors)} poses found; landmark error "
-              f"mean {np.mean(errors):.2f} mm, median {np.median(errors):.2f}, worst {np.max(errors):.2f}; "
+              f"mean {np.mean(errors):.2f} mm, median {np.median(errors):.2f}, worst pose {np.max(errors):.2f}, worst "
+              f"landmark {np.max(worst):.2f}; "
               f"{np.mean(seconds):.1f} s per alignment")
     assert not failures, "\n".join(failures)
 
