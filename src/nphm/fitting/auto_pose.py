@@ -47,6 +47,7 @@ from nphm.fitting.alignment import (
     updated_similarity,
 )
 from nphm.fitting.joint import frozen
+from nphm.fitting.pose import rotation_exp
 
 
 @dataclass(frozen=True)
@@ -201,18 +202,6 @@ def _distinct(results: Sequence, transform_of, n: int, degrees: float) -> list:
     return kept
 
 
-def _rotation_matrices(w: torch.Tensor) -> torch.Tensor:
-    """Rodrigues for a batch of rotation vectors (K, 3) -> (K, 3, 3), differentiable at 0."""
-    theta2 = (w * w).sum(-1, keepdim=True)[..., None]  # (K, 1, 1)
-    zero = torch.zeros_like(w[:, 0])
-    K = torch.stack([zero, -w[:, 2], w[:, 1], w[:, 2], zero, -w[:, 0], -w[:, 1], w[:, 0], zero], -1).reshape(-1, 3, 3)
-    small = theta2 < 1e-8
-    theta = theta2.clamp_min(1e-16).sqrt()
-    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / theta2.clamp_min(1e-16))
-    return torch.eye(3, dtype=w.dtype, device=w.device) + a * K + b * (K @ K)
-
-
 def _model_refine(identity: nn.Module, points: np.ndarray, transforms: Sequence[Similarity],
                   s: AutoPoseSettings):
     """Adam on the pose and an identity latent of every candidate (one batch).
@@ -231,7 +220,7 @@ def _model_refine(identity: nn.Module, points: np.ndarray, transforms: Sequence[
     opt = torch.optim.Adam([{"params": [w, sigma, tau], "lr": s.lr_pose}, {"params": [z], "lr": s.lr_latent}])
 
     def transformed() -> torch.Tensor:
-        R = _rotation_matrices(w)
+        R = rotation_exp(w)
         return torch.exp(sigma)[:, :, None] * (p0 - c) @ R.transpose(1, 2) + c + tau[:, None, :]
 
     with frozen(identity):
@@ -243,7 +232,7 @@ def _model_refine(identity: nn.Module, points: np.ndarray, transforms: Sequence[
             opt.step()
         with torch.no_grad():
             d = identity(transformed(), z)[0][..., 0].abs().double().cpu().numpy()
-    R = _rotation_matrices(w.detach().double()).cpu().numpy()
+    R = rotation_exp(w.detach().double()).cpu().numpy()
     sig = sigma.detach().double().cpu().numpy()[:, 0]
     centres = c.detach().double().cpu().numpy()[:, 0]
     shift = tau.detach().double().cpu().numpy()
