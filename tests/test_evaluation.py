@@ -341,7 +341,7 @@ def test_eval_and_gather_end_to_end(tmp_path, capsys):
     (results / "1_1.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\ngarbage")  # corrupted
     common = ["--results_dir", results, "--data_dir", data, "--single_view_dir", tmp_path / "none",
               "--n_samples", 20000, "--resolution_scale", 0.2, "--no_figures"]
-    assert _run_script("eval", common) == 0
+    assert _run_script("eval", common) == 3  # a broken prediction: some scans failed
     out = capsys.readouterr().out
     assert "FAILED subject 1 expression 1" in out
 
@@ -382,11 +382,11 @@ def test_eval_and_gather_end_to_end(tmp_path, capsys):
     ground_truth_samples(manager, 1, 0, settings, cache)  # restore for the metrics below
 
     # Second run: finished scans are skipped, the broken one is reported again.
-    assert _run_script("eval", common) == 0
+    assert _run_script("eval", common) == 3
     out = capsys.readouterr().out
     assert "evaluated 0, skipped 2" in out and "failed 1" in out
 
-    assert _run_script("gather", ["--results_dir", results]) == 0
+    assert _run_script("gather", ["--results_dir", results]) == 3  # the ledger holds the failed scan
     out = capsys.readouterr().out
     assert "| head |" in out and "| face |" in out
     with open(ev / "total_metrics.csv") as f:
@@ -441,9 +441,9 @@ def test_eval_and_gather_on_a_synthetic_subject(tmp_path, capsys):
     (results / "0_2.ply").write_text("solid garbage\n")  # corrupted prediction
     argv = ["--results_dir", results, "--data_dir", data, "--single_view_dir", views, "--subjects", 0,
             "--n_samples", 5000, "--resolution_scale", 0.15]
-    assert _run_script("eval", argv) == 0
+    assert _run_script("eval", argv) == 3
     assert "evaluated 2, skipped 0 already evaluated, failed 1" in capsys.readouterr().out
-    assert _run_script("gather", ["--results_dir", results]) == 0
+    assert _run_script("gather", ["--results_dir", results]) == 3
     out = capsys.readouterr().out
     assert "| head | 2 |" in out and "| face | 2 |" in out
 

@@ -100,6 +100,27 @@ def test_wrong_unit_is_refused_unless_forced(tmp_path, toy_models, capsys):
     assert "pass --units mm" in fitting["check_messages"]["scan"][0]
 
 
+def test_landmarks_that_do_not_fit_are_refused_unless_forced(tmp_path, toy_models, capsys):
+    """A 39-row file in another order than the reference: 80 mm-like residuals after Umeyama."""
+    rng = np.random.default_rng(4)
+    scan = head(frontal=True, seed=2)
+    np.savetxt(tmp_path / "scan.xyz", TRUE.invert(scan))
+    ref = scan[rng.choice(len(scan), 39, replace=False)]
+    np.save(tmp_path / "ref.npy", ref)
+    np.save(tmp_path / "lm.npy", TRUE.invert(ref[rng.permutation(39)]))
+    common = ["--points", tmp_path / "scan.xyz", "--units", "mm", "--landmarks", tmp_path / "lm.npy",
+              "--reference_landmarks", tmp_path / "ref.npy", "--experiment_dir", tmp_path, "--steps", 20,
+              "--resolution", 32]
+    assert run_cli(*common, "--out", tmp_path / "refused") == 2
+    err = capsys.readouterr().err
+    assert "the 39 landmarks are" in err and "mm (RMS)" in err and "order" in err, err
+    assert not (tmp_path / "refused").exists()
+    with pytest.warns(UserWarning, match="forced past"):
+        assert run_cli(*common, "--force", "--out", tmp_path / "forced") == 0
+    report = json.loads((tmp_path / "forced" / "fitting.json").read_text())["per_scan"]["scan"]
+    assert report["landmark_residuals_mm"]["mean"] > 15.0
+
+
 def test_depth_map_of_a_known_mesh_fits_end_to_end(tmp_path, toy_models):
     from nphm.fitting.depth import Intrinsics
     from nphm.reconstruction import mesh_identity
@@ -130,8 +151,17 @@ def test_depth_map_of_a_known_mesh_fits_end_to_end(tmp_path, toy_models):
     assert (out / "frame_aligned_points.ply").is_file() and points_cam.shape == (64, 64)
     from nphm.fitting.depth import back_project
 
-    d_mm = surface_distance(back_project(depth, K)[0], fitted) * 1000.0
+    points = back_project(depth, K)[0]
+    d_mm = surface_distance(points, fitted) * 1000.0
     assert np.median(d_mm) < 2.0, np.median(d_mm)
+    # the same points as a point cloud file: the same fit (the depth map is only another reader)
+    np.save(tmp_path / "frame_points.npy", points)
+    assert run_cli("--points", tmp_path / "frame_points.npy", "--landmarks", tmp_path / "lm.npy",
+                   "--reference_landmarks", tmp_path / "ref.npy", "--units", "m", "--steps", 300,
+                   "--resolution", 48, "--out", tmp_path / "cloud", "--experiment_dir", tmp_path) == 0
+    cloud_fit = trimesh.load(str(tmp_path / "cloud" / "frame_points_input_frame.ply"), process=False)
+    gap_mm = surface_distance(np.asarray(cloud_fit.vertices), fitted) * 1000.0
+    assert np.quantile(gap_mm, 0.95) < 0.05, np.quantile(gap_mm, 0.95)
 
 
 def test_known_identity_fits_only_expressions(tmp_path, toy_models):

@@ -162,7 +162,7 @@ def test_script(dataset, tmp_path):
     assert np.load(out / "001" / "1" / "obs.npy").shape == (100, 3)
     rc = mod.main(["--data_dir", str(dataset["data"]), "--out_dir", str(out), "--subjects", "2",
                    "--resolution", "60"])
-    assert rc == 1  # subject 2 has a broken scan; the other one is still written
+    assert rc == 3  # subject 2 has a broken scan; the other one is still written
     assert (out / "002" / "0" / "obs.npy").is_file()
 
 

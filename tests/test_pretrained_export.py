@@ -80,3 +80,17 @@ def test_fingerprints_detect_changed_subjects():
     moved.vertices = np.asarray(moved.vertices) + [0.0, 0.01, 0.0]
     problems = fingerprint_mismatches(_Registrations({3: sphere, 4: moved}), prints, [3, 4])
     assert len(problems) == 1 and problems[0].startswith("subject 4") and "1.00e-02" in problems[0]
+
+
+def test_export_renames_the_identity_experiment_of_a_stage2_config(tmp_path):
+    from nphm.checkpoints import load_config
+
+    src, _, _ = _experiment(tmp_path)
+    stage2 = tmp_path / "stage2"
+    save_config(stage2, {"training": {"shape_exp_name": "src", "shape_ckpt": 20}})
+    (stage2 / "checkpoints").mkdir(exist_ok=True)
+    torch.save({"decoder_state_dict": {}}, stage2 / "checkpoints" / "checkpoint_epoch_5.tar")
+    export_compact(stage2, tmp_path / "out" / "def_cpu", renamed={"src": "id_cpu", "stage2": "def_cpu"})
+    assert load_config(tmp_path / "out" / "def_cpu")["training"] == {"shape_exp_name": "id_cpu", "shape_ckpt": 20}
+    export_compact(stage2, tmp_path / "out" / "kept", renamed={"other": "x"})
+    assert load_config(tmp_path / "out" / "kept")["training"]["shape_exp_name"] == "src"

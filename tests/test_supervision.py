@@ -287,9 +287,9 @@ def test_scripts_skip_finished_and_report_failures(tiny, tmp_path, capsys):
     subject = manager.subjects("train")[0]
     out_id, out_def = tmp_path / "id", tmp_path / "def"
     args = ["--data_dir", str(tiny["data"]), "--subjects", str(subject), "999"]
-    assert surface.main(args + ["--out_dir", str(out_id), "--n_samples", "20000", "--n_non_face", "500"]) == 1
+    assert surface.main(args + ["--out_dir", str(out_id), "--n_samples", "20000", "--n_non_face", "500"]) == 3
     text = capsys.readouterr().out
-    assert "FAILED subject 999" in text and "1 sampled" in text
+    assert "MISSING subject 999" in text and "1 sampled" in text
     path = storage.identity_paths(out_id, subject, manager.neutral_expression(subject))[0]
     mtime = path.stat().st_mtime_ns
     assert surface.main(args[:3] + [str(subject), "--out_dir", str(out_id)]) == 0

@@ -65,6 +65,36 @@ def read_checkpoint(exp_dir: PathLike, epoch: int) -> Dict[str, Any]:
     return ckpt
 
 
+def newest_readable_checkpoint(exp_dir: PathLike, warn=None) -> Tuple[Optional[int], Optional[Dict[str, Any]]]:
+    """``(epoch, checkpoint)`` of the newest checkpoint of ``exp_dir`` that reads, or
+    ``(None, None)`` without checkpoints.
+
+    A newer one that does not read (truncated by a crash of the machine or a full disk, not an
+    NPHM checkpoint) is passed over with a warning through ``warn`` (default
+    :func:`warnings.warn`), naming it and the epoch used instead.
+
+    Raises:
+        ValueError: no checkpoint of the experiment reads.
+    """
+    import warnings
+
+    warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
+    epochs = available_epochs(exp_dir)
+    broken = []
+    for epoch in reversed(epochs):
+        try:
+            ckpt = read_checkpoint(exp_dir, epoch)
+        except ValueError as e:
+            broken.append(str(e))
+            continue
+        if broken:
+            warn(f"resuming from epoch {epoch}, the newest readable checkpoint; passed over: " + "; ".join(broken))
+        return epoch, ckpt
+    if broken:
+        raise ValueError(f"no checkpoint of {exp_dir} can be read: " + "; ".join(broken))
+    return None, None
+
+
 def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
     """Strict ``load_state_dict`` with one clear message listing every mismatch."""
     expected = model.state_dict()

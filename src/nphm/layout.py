@@ -15,7 +15,10 @@ script; any folder for the other runs) holds, with the release's names::
     {subject}.png                               observations over the fitted meshes
     samples/mesh_{i:04d}.ply, lat_{i:04d}.npy, sample_{i:04d}.png   random identities
     evaluation/{subject}/expression_{e}/metrics.json, metrics_face.json, report.png
-    evaluation/failures.json                    scans that could not be evaluated
+    ledger/{subject}.json, claims/              fitting: outcome of every subject, claims of workers
+    evaluation/ledger/{subject}_{e}.json        evaluation: outcome of every scan (nphm.utils.ledger)
+    evaluation/claims/{subject}_{e}.claim       scans being evaluated (nphm.utils.claims)
+    evaluation/failures.json                    the scans whose evaluation failed (from the ledger)
     evaluation/gt_cache/{subject}/expression_{e}/gt_samples.npz    ground-truth samples
 
 This module also holds what every fitting method reads from a dataset for one subject
@@ -40,7 +43,20 @@ METRIC_FILES: Tuple[Tuple[str, str], ...] = (("head", "metrics.json"), ("face", 
 EVALUATION = "evaluation"
 FAILURES = "failures.json"
 CONFIG_COPY = "configs.yaml"
+LEDGER = "ledger"
+CLAIMS = "claims"
 SAMPLES = "samples"
+
+
+# ------------------------------------------------------------------------------ any batch
+def ledger_dir(out_dir: PathLike) -> Path:
+    """``out_dir/ledger``: the item ledger of a batch output folder (:mod:`nphm.utils.ledger`)."""
+    return Path(out_dir) / LEDGER
+
+
+def claims_dir(out_dir: PathLike) -> Path:
+    """``out_dir/claims``: the claims of the workers of a batch output folder (:mod:`nphm.utils.claims`)."""
+    return Path(out_dir) / CLAIMS
 
 
 # ------------------------------------------------------------------------------------ fits
@@ -140,17 +156,26 @@ def subject_observations(manager, subject: int) -> Tuple[List[int], List[np.ndar
 
     The first expression's observation includes its back view when that file exists (the
     release's protocol).
+
+    Raises:
+        nphm.utils.batch.InputError: an observation file is missing, unreadable or has no
+            finite point (role "observation", naming the file).
     """
+    from nphm.utils.batch import OBSERVATION, InputError, blame
+
     expressions = manager.test_expressions(subject)
     if not expressions:
         raise ValueError(f"subject {subject} has no test expressions")
     observations = []
     for k, expression in enumerate(expressions):
-        points = manager.load_observation(subject, expression)
-        if k == 0 and manager.observation_path(subject, expression, back=True).is_file():
-            points = np.concatenate([points, manager.load_observation(subject, expression, back=True)])
+        path = manager.observation_path(subject, expression)
+        points = blame(OBSERVATION, path, lambda: manager.load_observation(subject, expression))
+        back = manager.observation_path(subject, expression, back=True)
+        if k == 0 and back.is_file():
+            points = np.concatenate(
+                [points, blame(OBSERVATION, back, lambda: manager.load_observation(subject, expression, back=True))])
         if len(points) == 0:
-            raise ValueError(f"{manager.observation_path(subject, expression)}: no finite points")
+            raise InputError(OBSERVATION, path, "no finite points")
         observations.append(points)
     return expressions, observations
 
@@ -160,9 +185,11 @@ class ItemResult:
     """Outcome of one item of a batch job: a scan ``(subject, expression)`` or a whole subject
     (``expression`` -1).
 
-    ``status`` is "done", "skipped" (already finished) or "failed" (``message`` says why);
-    ``seconds`` is the item's wall time. A fitted subject also names its ``expressions`` and
-    the part of the time spent in the optimisation (``seconds_fit``).
+    ``status`` is "done", "skipped" (already finished, or run by another worker) or "failed"
+    (``message`` says why; ``role`` and ``file`` name the input to blame when known, see
+    :class:`nphm.utils.batch.InputError`); ``seconds`` is the item's wall time. A fitted
+    subject also names its ``expressions`` and the part of the time spent in the optimisation
+    (``seconds_fit``).
     """
 
     subject: int
@@ -172,10 +199,12 @@ class ItemResult:
     seconds: float = 0.0
     expressions: List[int] = field(default_factory=list)
     seconds_fit: float = 0.0
+    role: str = ""
+    file: str = ""
 
 
 __all__ = [
-    "ItemResult", "METRIC_FILES", "canonical_mesh_path", "coefficients_path", "config_copy_path",
+    "ItemResult", "claims_dir", "ledger_dir", "METRIC_FILES", "canonical_mesh_path", "coefficients_path", "config_copy_path",
     "default_gt_cache", "evaluation_dir", "failures_path", "find_prediction", "fitting_results_dir", "latent_path",
     "metrics_path", "posed_mesh_path", "read_latents", "samples_dir", "eval_scan_dir", "subject_observations",
     "subject_picture_path", "summary_path",

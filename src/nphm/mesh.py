@@ -20,6 +20,16 @@ enclosing cell); that parent lies in the same excluded cell, so the filled sign 
 true one. Marching cubes only reads the corners of voxels with a sign change, and all
 those are evaluated exactly, so sparse and dense mode give the same mesh.
 
+With ``lipschitz="auto"`` the bound is measured per cell instead of assumed globally: a cell's
+own slope ``L_c`` is the finite-difference gradient norm of its 8 corner values (per axis the
+steepest of its 4 edges), and the cell is refined when its smallest ``|v - level|`` is
+``<= safety_margin * max(L_c, 1) * r``. Near the surface of an SDF (slope about 1) this refines
+a shell about half as thick as the fixed default bound of 2 x 1.5; where a learned field is
+steep (members far from their data) the bound grows with the measured slope. It is an
+estimate, not a certificate: a zero crossing hidden inside one cell whose corners do not see
+the slope that makes it (a dip narrower than the cell) can be missed, as with any fixed bound
+that is too small; the tests check identical meshes to dense evaluation.
+
 When ``resolution - 1`` is not a multiple of the coarse step the index lattice is padded
 past the box; padded indices are clamped to the last grid plane (clamping is a
 contraction, so the distance bound above still holds), are evaluated at most once per
@@ -175,12 +185,34 @@ def _coarse_step(res: int, coarse_resolution: Optional[int]) -> int:
     return 1 if ratio < 1 else 1 << int(math.floor(math.log2(ratio)))
 
 
-def _sparse_grid(ev: _Evaluator, res: int, step0: int, spacing: np.ndarray, level: float, bound: float) -> np.ndarray:
-    """Coarse-to-fine evaluation (see module docstring); returns ``(R, R, R)`` float32.
+#: corner pairs (indices into ``_OFFS8``) of the 4 cell edges along x, y and z
+_EDGES = [np.array([[i, i | bit] for i in range(8) if not i & bit]) for bit in (4, 2, 1)]
 
-    ``bound`` is lipschitz * safety_margin; a cell of step ``s`` is refined when the
-    smallest ``|v - level|`` at its corners is ``<= bound * s * |spacing| / 2``.
+
+#: ``lipschitz="auto"``: smallest slope assumed for a cell (an SDF has slope 1 near its surface)
+AUTO_MIN_SLOPE = 1.0
+
+
+def _cell_slopes(d: np.ndarray, step: int, spacing: np.ndarray) -> np.ndarray:
+    """Finite-difference gradient norm (n,) of every cell with corner values ``d`` (n, 8): per
+    cell, the steepest of its 4 edges along each axis gives that axis' component."""
+    sq = np.zeros(len(d), dtype=np.float32)
+    for axis, edges in enumerate(_EDGES):
+        diff = np.abs(d[:, edges[:, 1]] - d[:, edges[:, 0]]).max(axis=1)
+        sq += (diff / np.float32(step * float(spacing[axis]))) ** 2
+    return np.sqrt(sq)
+
+
+def _sparse_grid(ev: _Evaluator, res: int, step0: int, spacing: np.ndarray, level: float, bound: Optional[float],
+                 margin: float = DEFAULT_SAFETY_MARGIN) -> Tuple[np.ndarray, float]:
+    """Coarse-to-fine evaluation (see module docstring); returns ``(R, R, R)`` float32 and the
+    Lipschitz bound (before the margin; with ``bound=None`` the largest cell slope measured).
+
+    ``bound`` is lipschitz * safety_margin (None: per cell, ``margin * max(slope, 1)``); a cell
+    of step ``s`` is refined when the smallest ``|v - level|`` at its corners is
+    ``<= bound * s * |spacing| / 2``.
     """
+    measured = 0.0
     rp = -(-(res - 1) // step0) * step0 + 1  # padded size: (rp - 1) is a multiple of step0
     vals = np.full((rp, rp, rp), np.nan, dtype=np.float32)
     flat = vals.reshape(-1)
@@ -232,7 +264,13 @@ def _sparse_grid(ev: _Evaluator, res: int, step0: int, spacing: np.ndarray, leve
     while step > 1 and len(cells):
         d = flat[cells[:, None] + step * offs8[None]] - np.float32(level)
         dmin, dmax = d.min(axis=1), d.max(axis=1)
-        refine = (np.abs(d).min(axis=1) <= bound * step * half_diag) | ((dmin <= 0) & (dmax >= 0))
+        if bound is None:
+            slopes = _cell_slopes(d, step, spacing)
+            measured = max(measured, float(slopes.max())) if len(slopes) else measured
+            limit = np.maximum(slopes, np.float32(AUTO_MIN_SLOPE)) * np.float32(margin * step * half_diag)
+        else:
+            limit = bound * step * half_diag
+        refine = (np.abs(d).min(axis=1) <= limit) | ((dmin <= 0) & (dmax >= 0))
         cells = cells[refine]
         half = step // 2
         children = []
@@ -247,7 +285,8 @@ def _sparse_grid(ev: _Evaluator, res: int, step0: int, spacing: np.ndarray, leve
 
     del seen
     _fill_from_parents(vals, step0)
-    return vals if rp == res else np.ascontiguousarray(vals[:res, :res, :res])
+    used = measured if bound is None else bound / margin
+    return (vals if rp == res else np.ascontiguousarray(vals[:res, :res, :res])), used
 
 
 def _fill_from_parents(vals: np.ndarray, step0: int) -> None:
@@ -275,14 +314,17 @@ def sdf_grid(
     resolution: int,
     mode: str = "sparse",
     batch_points: int = 262144,
-    lipschitz: float = DEFAULT_LIPSCHITZ,
+    lipschitz: Union[float, str] = DEFAULT_LIPSCHITZ,
     level: float = 0.0,
     coarse_resolution: Optional[int] = None,
     device: Optional[Union[str, torch.device]] = None,
     progress: bool = False,
     safety_margin: float = DEFAULT_SAFETY_MARGIN,
-) -> Tuple[np.ndarray, int]:
-    """SDF sampled on the grid: ``(R, R, R)`` float32 and the number of points evaluated.
+    return_lipschitz: bool = False,
+):
+    """SDF sampled on the grid: ``(R, R, R)`` float32 and the number of points evaluated
+    (with ``return_lipschitz`` also the Lipschitz bound used, before the margin: the measured
+    one for ``lipschitz="auto"``, NaN in dense mode then).
 
     In sparse mode only values near the ``level`` set are exact; the others carry the
     correct sign (given the Lipschitz bound) but not the correct magnitude.
@@ -292,17 +334,24 @@ def sdf_grid(
     res = int(resolution)
     if mode not in ("sparse", "dense"):
         raise ValueError(f"mode must be 'sparse' or 'dense', got {mode!r}")
-    if not (lipschitz > 0 and safety_margin > 0):
+    auto = isinstance(lipschitz, str)
+    if auto and lipschitz != "auto":
+        raise ValueError(f"lipschitz must be a positive number or 'auto', got {lipschitz!r}")
+    if not ((auto or lipschitz > 0) and safety_margin > 0):
         raise ValueError(f"lipschitz and safety_margin must be positive, got {lipschitz} and {safety_margin}")
     ev = _Evaluator(sdf_fn, axes, resolve_device(device), batch_points, progress)
+    used = float("nan") if auto else float(lipschitz)
     try:
         if mode == "dense":
             grid = _dense_grid(ev, res)
         else:
             step0 = _coarse_step(res, coarse_resolution)
-            grid = _sparse_grid(ev, res, step0, spacing, level, float(lipschitz) * float(safety_margin))
+            bound = None if auto else float(lipschitz) * float(safety_margin)
+            grid, used = _sparse_grid(ev, res, step0, spacing, level, bound, float(safety_margin))
     finally:
         ev.close()
+    if return_lipschitz:
+        return grid, ev.n_evaluated, used
     return grid, ev.n_evaluated
 
 
@@ -313,7 +362,7 @@ def extract_mesh(
     resolution: int,
     mode: str = "sparse",
     batch_points: int = 262144,
-    lipschitz: float = DEFAULT_LIPSCHITZ,
+    lipschitz: Union[float, str] = DEFAULT_LIPSCHITZ,
     level: float = 0.0,
     coarse_resolution: Optional[int] = None,
     device: Optional[Union[str, torch.device]] = None,
@@ -332,7 +381,8 @@ def extract_mesh(
             or ``"dense"`` (every grid point). Both give the same mesh when the SDF
             is ``lipschitz``-Lipschitz.
         batch_points: most points per ``sdf_fn`` call.
-        lipschitz: assumed bound on ``|grad sdf|`` (sparse mode).
+        lipschitz: assumed bound on ``|grad sdf|`` (sparse mode), or ``"auto"``: measured
+            per cell from finite differences of its corners (module docstring).
         level: iso-value to extract.
         coarse_resolution: samples per axis of the coarsest lattice in sparse mode
             (rounded so the step is a power of two); default: every 8th grid point.
@@ -343,16 +393,17 @@ def extract_mesh(
     Returns:
         Mesh with vertices ``(V, 3)`` in the frame of the bounds and faces oriented so
         that normals point to values above ``level``. ``metadata["n_evaluated"]`` is the
-        number of SDF evaluations, ``metadata["n_grid"]`` the number of grid points (R^3).
+        number of SDF evaluations, ``metadata["n_grid"]`` the number of grid points (R^3),
+        ``metadata["lipschitz"]`` the bound used (with ``"auto"``: the largest cell slope seen).
 
     Raises:
         ValueError: if the level set does not cross the box (grid all outside or all
             inside), or ``sdf_fn`` returns non-finite values.
     """
-    grid, n_eval = sdf_grid(
+    grid, n_eval, used = sdf_grid(
         sdf_fn, bounds_min, bounds_max, resolution, mode=mode, batch_points=batch_points,
         lipschitz=lipschitz, level=level, coarse_resolution=coarse_resolution, device=device,
-        progress=progress, safety_margin=safety_margin,
+        progress=progress, safety_margin=safety_margin, return_lipschitz=True,
     )
     bmin, spacing, _ = _grid_axes(bounds_min, bounds_max, resolution)
     vmin, vmax = float(grid.min()), float(grid.max())
@@ -379,4 +430,5 @@ def extract_mesh(
     mesh.metadata["n_evaluated"] = int(n_eval)
     mesh.metadata["n_grid"] = int(resolution) ** 3
     mesh.metadata["mode"] = mode
+    mesh.metadata["lipschitz"] = used
     return mesh

@@ -45,8 +45,8 @@ SUPERVISION_DEFORMATION_OPEN = _path("SUPERVISION_DEFORMATION_OPEN",
 EXPERIMENT_DIR = _path("EXPERIMENT_DIR", WORK_DIR / "experiments")
 #: Fitting results: FITTING_DIR/forward_{exp_name}/{exp_tag}/
 FITTING_DIR = _path("FITTING_DIR", WORK_DIR / "fitting")
-#: Compact models shipped with the repository (trained on the synthetic set; see its README.md).
-PRETRAINED = _path("PRETRAINED", CODE_BASE / "pretrained" / "synthetic_cpu")
+#: Compact models shipped with the repository (trained on the realistic ICT heads; see its README.md).
+PRETRAINED = _path("PRETRAINED", CODE_BASE / "pretrained" / "ict_cpu")
 #: Training and fitting configs (the release's and the small CPU ones).
 CONFIGS = _path("CONFIGS", CODE_BASE / "configs")
 #: Model assets (anchors_39.npy, face.npy, ...). The synthetic generator writes its own

@@ -79,13 +79,15 @@ def export_compact(
     dst_exp_dir: PathLike,
     epoch: Optional[int] = None,
     overwrite: bool = False,
+    renamed: Optional[Mapping[str, str]] = None,
 ) -> Path:
     """Copy checkpoint ``epoch`` (default: the newest) of ``src_exp_dir`` compactly to ``dst_exp_dir``.
 
     Writes ``dst_exp_dir/configs.yaml`` (the source's config) and
     ``dst_exp_dir/checkpoints/checkpoint_epoch_{epoch}.tar``, both atomically. Stage-2 configs
     keep ``training.shape_exp_name``/``shape_ckpt``: export the identity experiment under the
-    same name and epoch beside it.
+    same name and epoch beside it, or pass ``renamed`` (source name -> exported name of the
+    experiments exported together), which rewrites ``shape_exp_name`` accordingly.
 
     Returns:
         the path of the written checkpoint.
@@ -106,6 +108,9 @@ def export_compact(
     if existing and not overwrite:
         raise FileExistsError(f"{dst} already holds checkpoints (epochs {existing}); pass overwrite to replace them")
     compact = compact_checkpoint(read_checkpoint(src, int(epoch)))
+    training = cfg.get("training") if isinstance(cfg, dict) else None
+    if renamed and isinstance(training, dict) and training.get("shape_exp_name") in renamed:
+        training["shape_exp_name"] = renamed[training["shape_exp_name"]]
     save_config(dst, cfg)
     path = checkpoint_path(dst, int(epoch))
     with atomic_path(path) as tmp:

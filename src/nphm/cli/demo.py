@@ -1,7 +1,7 @@
 """Demo: fit NPHM to single-view point clouds of held-out synthetic heads, on a CPU, in minutes.
 
 Needs nothing but this repository: the test identities of the synthetic set that the shipped
-compact models (pretrained/synthetic_cpu/, see its README.md) were trained on are regenerated,
+compact models (pretrained/ict_cpu/, see its README.md) were trained on are regenerated,
 observed from a single frontal view (plus one view from behind), fitted with NPHM (identity +
 expression latents), meshed, evaluated against the scans and reported:
 

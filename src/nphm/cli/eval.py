@@ -7,9 +7,16 @@ test expression of the split's subjects and writes, per scan,
                                                             /metrics_face.json  face region
                                                             /report.png         pictures
 
-plus RESULTS_DIR/evaluation/failures.json. Finished scans are skipped (--overwrite to redo);
-a missing or broken prediction is reported and the run continues. Ground-truth samples are
-cached per scan (--gt_cache_dir). Then run gather.py for the totals and the summary page.
+plus the ledger RESULTS_DIR/evaluation/ledger/ (every scan's last outcome over all runs) and
+RESULTS_DIR/evaluation/failures.json (its failures). Finished scans are skipped (--overwrite to
+redo); a missing or broken prediction or ground truth is reported, naming the file, and the run
+continues; scans the dataset description expects but the disk lacks are failures, predictions
+without ground truth are reported. Ground-truth samples are cached per scan (--gt_cache_dir).
+Then run gather.py for the totals and the summary page.
+
+Several workers may evaluate one folder at once (each scan is claimed first); --shard K/N
+splits the scans statically. Exit code: 0 all scans evaluated, 3 some failed (the others were
+evaluated), 2 usage or configuration error.
 
 Example:
     python scripts/evaluation/eval.py --results_dir work/fitting/forward_nphm/test
@@ -21,7 +28,7 @@ import sys
 from pathlib import Path
 
 from nphm import paths
-from nphm.cli.common import add_dataset_args
+from nphm.cli.common import add_dataset_args, add_shard_arg
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,24 +51,38 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "share it between result folders of the same dataset")
     p.add_argument("--overwrite", action="store_true", help="re-evaluate scans that already have metrics")
     p.add_argument("--no_figures", action="store_true", help="do not write the per-scan report.png")
+    add_shard_arg(p, "scan")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from nphm.cli.common import close_batch, shard_of, usage_error
     from nphm.data import DataManager
     from nphm.evaluation import EvalSettings, evaluate_results_dir
+    from nphm.evaluation.pipeline import evaluation_folder
 
-    manager = DataManager(args.data_dir, args.description, args.single_view_dir)
+    shard = shard_of(args)
+    if not args.results_dir.is_dir():
+        usage_error(f"results folder not found: {args.results_dir}")
+    try:
+        manager = DataManager(args.data_dir, args.description, args.single_view_dir)
+        subjects = args.subjects if args.subjects else manager.subjects(args.split)
+    except (OSError, ValueError) as e:
+        usage_error(str(e))
     settings = EvalSettings(n_samples=args.n_samples, n_views=args.n_views,
                             resolution_scale=args.resolution_scale, seed=args.seed)
     summary = evaluate_results_dir(
         args.results_dir, manager, settings, subjects=args.subjects, split=args.split,
-        cache_dir=args.gt_cache_dir, overwrite=args.overwrite, figures=not args.no_figures,
+        cache_dir=args.gt_cache_dir, overwrite=args.overwrite, figures=not args.no_figures, shard=shard,
     )
+    counts = {"done": len(summary.evaluated), "skipped": len(summary.skipped), "elsewhere": len(summary.elsewhere),
+              "failed": len(summary.failed)}
     print(f"evaluated {len(summary.evaluated)}, skipped {len(summary.skipped)} already evaluated, "
           f"failed {len(summary.failed)} (see {args.results_dir / 'evaluation' / 'failures.json'})")
-    return 0
+    wanted = sorted(set(subjects) | {int(f["subject"]) for f in summary.failed})  # with missing subjects
+    return close_batch(evaluation_folder(args.results_dir), counts, wanted, "scans", args.results_dir / "evaluation",
+                       verb="evaluated")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ OUT/landmarks_reference.json is written: the mean 68 landmarks and 39 anchors of
 subjects' neutral registrations and the NPHM identity models' anchors at z = 0, the reference
 positions for aligning scans by landmarks (nphm.fitting.landmarks).
 
-Example (the shipped models in pretrained/synthetic_cpu):
+Examples (the shipped models in pretrained/ict_cpu and pretrained/synthetic_cpu, see their README.md):
+    python scripts/training/export_compact.py --experiment_dir work/ict/experiments \\
+        --names nphm_ict_cpu:250=nphm_cpu nphm_def_ict_cpu=nphm_def_cpu npm_ict_cpu=npm_cpu npm_def_ict_cpu=npm_def_cpu \\
+        --dataset work/ict/dataset --out pretrained/ict_cpu
     python scripts/training/export_compact.py --experiment_dir work/experiments \\
         --names nphm_cpu nphm_def_cpu npm_cpu npm_def_cpu --dataset work/dataset --out pretrained/synthetic_cpu
 """
@@ -29,7 +32,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--experiment_dir", type=Path, default=paths.EXPERIMENT_DIR,
                    help="trained experiments (default: %(default)s)")
     p.add_argument("--names", nargs="+", required=True,
-                   help="experiments to export, NAME or NAME:EPOCH (default epoch: the newest)")
+                   help="experiments to export, NAME[:EPOCH][=EXPORTED_NAME] (default epoch: the newest; "
+                        "EXPORTED_NAME: the folder name in OUT, e.g. nphm_ict_cpu:250=nphm_cpu to match the "
+                        "fitting configs; stage-2 configs then name the renamed identity experiment)")
     p.add_argument("--out", type=Path, default=paths.PRETRAINED, help="output folder (default: %(default)s)")
     p.add_argument("--dataset", type=Path, default=None,
                    help="dataset the models were trained on: copy its dataset.json to OUT/training_dataset.json "
@@ -45,11 +50,16 @@ def main(argv=None) -> int:
     from nphm.utils.io import save_json
 
     failed = 0
+    items = []
     for item in args.names:
-        name, _, epoch = item.partition(":")
+        source, _, exported = item.partition("=")
+        name, _, epoch = source.partition(":")
+        items.append((name, epoch, exported or name))
+    renamed = {name: exported for name, _, exported in items}
+    for name, epoch, exported in items:
         try:
-            path = export_compact(args.experiment_dir / name, args.out / name, int(epoch) if epoch else None,
-                                  overwrite=args.overwrite)
+            path = export_compact(args.experiment_dir / name, args.out / exported, int(epoch) if epoch else None,
+                                  overwrite=args.overwrite, renamed=renamed)
         except (FileNotFoundError, FileExistsError, ValueError) as e:
             print(f"error: {name}: {e}", file=sys.stderr)
             failed += 1

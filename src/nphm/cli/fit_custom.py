@@ -9,9 +9,10 @@ model's (nphm) frame by a similarity:
     order (reference: the model's anchors at z = 0); 68 landmarks = the dataset's 68 landmarks
     (reference: their mean over the training subjects, needs the dataset); any other set: pass
     its nphm-frame reference with --reference_landmarks;
-  * without landmarks: --units (or a guess from the size) and a multi-start ICP with scale to
-    the model's mean head. Works for head scans that show the face; check overview.png and the
-    *_aligned_points.ply file;
+  * without landmarks (--alignment auto): a pose search from every orientation (upright, lying,
+    facing any side): ICP to the model's mean head from 84 starts, the best candidates refined
+    and ranked by the identity model; it prints how confident it is and draws
+    {name}_alignment.png. --units fixes the scale (default: estimated, any unit);
   * --alignment none: the points are already in the nphm frame (identity transform).
 
 Landmark formats (--landmark_format, default: from the number of rows): 68 iBUG, 51 (iBUG
@@ -27,11 +28,18 @@ Written to --out (default FITTING_DIR/custom/<first scan name>):
   {name}_nphm.ply          fitted mesh in the nphm frame
   {name}_input_frame.ply   the fitted mesh in your scan's own frame and unit
   {name}_transform.json    the similarity input -> nphm
-  {name}_aligned_points.ply, canonical_nphm.ply, lat_shape.npy, lat_expr.npy, overview.png, fitting.json
+  {name}_error.ply         the fit coloured by its distance to the scan (0-5 mm, per-vertex mm)
+  overview.png             the first scan: front/side/top of scan over fit and both coloured by
+                           the distance in mm ({name}_fit.png for every further scan)
+  {name}_alignment.png     the aligned input over the model's mean head
+  fitting.json             per scan: distances in mm (median, mean, p90, max; head and face),
+                           landmark residuals, alignment and its confidence, final transform
+  {name}_aligned_points.ply, canonical_nphm.ply, lat_shape.npy, lat_expr.npy
 
-Example:
-    python scripts/fitting/fit_custom.py --points me_neutral.ply me_smile.ply --units mm \\
-        --cfg_file configs/fitting_nphm_cpu.yaml
+Examples (the shipped CPU models by default):
+    python scripts/fitting/fit_custom.py --points me_neutral.ply me_smile.ply --units mm --robust
+    python scripts/fitting/fit_custom.py --points me.ply --landmarks me_51.txt --landmark_format 51
+    python scripts/fitting/fit_custom.py --depth frame.png --intrinsics 525 525 319.5 239.5 --robust
 """
 from __future__ import annotations
 
@@ -97,15 +105,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="all scans are in one frame: estimate the alignment on the first scan only")
     p.add_argument("--neutral", action="store_true", help="fit the identity only (neutral scans, no expression model)")
     p.add_argument("--no_crop", action="store_true", help="keep points outside the model's box after alignment")
-    p.add_argument("--cfg_file", type=Path, default=paths.CONFIGS / "fitting_nphm.yaml",
-                   help="fitting config naming the models (default: %(default)s)")
+    p.add_argument("--cfg_file", type=Path, default=paths.CONFIGS / "fitting_nphm_cpu.yaml",
+                   help="fitting config naming the models (default: %(default)s, the shipped CPU models; "
+                        "configs/fitting_nphm.yaml with --experiment_dir for the official ones)")
     p.add_argument("--steps", type=int, default=None, help="override fitting.steps of the config")
     p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid per axis (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: FITTING_DIR/custom/<name>)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, auto (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--experiment_dir", type=Path, default=paths.EXPERIMENT_DIR,
-                   help="trained models and their landmarks_reference.json (default: %(default)s)")
+    p.add_argument("--experiment_dir", type=Path, default=paths.PRETRAINED,
+                   help="trained models and their landmarks_reference.json (default: %(default)s, the "
+                        "shipped models)")
     p.add_argument("--data_dir", type=Path, default=paths.DATA,
                    help="dataset, only for the mean of 68 landmarks when the models folder has no reference "
                         "(default: %(default)s)")
@@ -180,14 +190,28 @@ def main(argv=None) -> int:
             resolution=args.resolution, seed=args.seed, clouds=clouds, landmark_format=args.landmark_format,
             models_dir=args.experiment_dir, alignment=args.alignment, refine_pose=args.refine_pose,
             neck_plane=neck, checks=True, force=args.force, identity_latent=z_id, sequence=args.sequence,
-            smoothness=args.smoothness,
+            smoothness=args.smoothness, log=print,
         )
     except (FileNotFoundError, ValueError) as e:  # AlignmentCheckError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
     for name, path in outputs.meshes_input.items():
+        report = outputs.reports[name]
+        print(f"{name}: {distance_line(report)}")
         print(f"{name}: {path} (input frame), {outputs.meshes_nphm[name]} (nphm frame), {outputs.transforms[name]}")
+    print(f"pictures and fitting.json in {outputs.out_dir}")
     return 0
+
+
+def distance_line(report: dict) -> str:
+    """One line of a scan's distances to the fit (mm) from its :func:`nphm.fitting.report.fit_report`."""
+    d = report["distances_mm"]
+    parts = [f"{region} median {d[region]['median']:.2f} / p90 {d[region]['p90']:.2f} mm"
+             for region in ("face", "head") if d.get(region)]
+    line = "scan to fit: " + ", ".join(parts)
+    if "landmark_residuals_mm" in report:
+        line += f"; landmarks {report['landmark_residuals_mm']['mean']:.2f} mm mean"
+    return line
 
 
 if __name__ == "__main__":

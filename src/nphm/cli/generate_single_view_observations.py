@@ -2,7 +2,11 @@
 
 Protocol of the NPHM release (random frontal camera per test expression, plus a view from
 behind for the first one; 2500 points above the neck plane), rendered by CPU ray casting.
-Finished scans are skipped, a broken scan is reported and the run continues.
+Finished scans are skipped, a broken scan is reported (naming the file and what is wrong) and
+the run continues; expected subjects and test scans the disk lacks are reported as failures.
+Every scan's last outcome is kept in the ledger OUT_DIR/ledger/. Several workers may render into
+one OUT_DIR at once (each scan is claimed first); --shard K/N splits the scans statically.
+Exit code: 0 all done, 3 some scans failed (the others were rendered), 2 usage error.
 
 Example:
     python scripts/data_processing/generate_single_view_observations.py --split test --seed 0
@@ -14,7 +18,7 @@ import sys
 from pathlib import Path
 
 from nphm import paths
-from nphm.cli.common import add_dataset_args
+from nphm.cli.common import add_dataset_args, add_shard_arg
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -32,6 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="image size in pixels; the focal length scales with it (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="re-render scans whose files exist")
+    add_shard_arg(p, "scan")
     return p.parse_args(argv)
 
 
@@ -39,24 +44,34 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from tqdm import tqdm
 
+    from nphm.cli.common import close_batch, count_result, report_missing, shard_of, usage_error
     from nphm.data import DataManager
-    from nphm.preprocessing.observations import ObservationProtocol, generate_observations, plan
+    from nphm.data.expected import missing_items
+    from nphm.preprocessing.observations import (
+        ObservationProtocol, generate_observations, observations_folder, plan,
+    )
+    from nphm.utils.batch import take_shard
+    from nphm.utils.ledger import describe_item
 
-    manager = DataManager(args.data_dir, args.description, args.out_dir)
-    subjects = args.subjects if args.subjects else manager.subjects(args.split)
-    protocol = ObservationProtocol(n_points=args.n_points, resolution=args.resolution)
-    n_items = len(plan(manager, subjects)[0])
-    counts = {"done": 0, "skipped": 0, "failed": 0}
-    results = generate_observations(manager, subjects, seed=args.seed, protocol=protocol,
-                                    workers=args.workers, overwrite=args.overwrite)
+    shard = shard_of(args)
+    try:
+        manager = DataManager(args.data_dir, args.description, args.out_dir)
+        subjects = args.subjects if args.subjects else manager.subjects(args.split)
+        protocol = ObservationProtocol(n_points=args.n_points, resolution=args.resolution)
+    except (OSError, ValueError) as e:
+        usage_error(str(e))
+    folder = observations_folder(manager)
+    present = [s for s in subjects if manager.subject_dir(s).is_dir()]
+    subjects = report_missing(missing_items(manager, args.subjects, args.split, use="test"), folder, subjects)
+    n_items = len(take_shard(plan(manager, present)[0], shard))
+    counts = {}
+    results = generate_observations(manager, present, seed=args.seed, protocol=protocol,
+                                    workers=args.workers, overwrite=args.overwrite, shard=shard)
     for r in tqdm(results, total=n_items, desc="single-view observations", unit="scan"):
-        counts[r.status] += 1
+        count_result(counts, r)
         if r.status == "failed":
-            where = f"subject {r.subject}" + (f" expression {r.expression}" if r.expression >= 0 else "")
-            tqdm.write(f"FAILED {where}: {r.message}")
-    print(f"{counts['done']} rendered, {counts['skipped']} already done, {counts['failed']} failed "
-          f"-> {args.out_dir}")
-    return 1 if counts["failed"] else 0
+            tqdm.write(f"FAILED {describe_item(r.subject, r.expression)}: {r.message}")
+    return close_batch(folder, counts, subjects, "scans", args.out_dir, verb="rendered")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Finished fits and evaluations are reused when the command is run again.
 Examples:
     python scripts/benchmark/quality.py                      # full run (< 1 h on 2 cores with trained models)
     python scripts/benchmark/quality.py --quick              # 2 subjects x 4 expressions, fewer steps (~10 min)
-    python scripts/benchmark/quality.py --quick --experiment_dir pretrained/synthetic_cpu --train never
+    python scripts/benchmark/quality.py --quick --experiment_dir pretrained/ict_cpu --train never
 """
 from __future__ import annotations
 
@@ -55,9 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pictures", type=int, default=4, help="scans drawn with every method's fit (default 4)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1, help="processes for data generation (default 1)")
-    p.add_argument("--source", choices=["procedural", "ict"], default="procedural",
-                   help="heads generated when --data_dir has no dataset (default: procedural, the heads the "
-                        "shipped models were trained on)")
+    p.add_argument("--source", choices=["procedural", "ict"], default="ict",
+                   help="heads generated when --data_dir has no dataset (default: ict, the heads the shipped "
+                        "models of pretrained/ict_cpu were trained on; procedural for pretrained/synthetic_cpu)")
     p.add_argument("--overwrite", action="store_true", help="redo fits and evaluations that exist")
     p.add_argument("--data_dir", type=Path, default=paths.DATA, help="dataset (default: %(default)s)")
     p.add_argument("--single_view_dir", type=Path, default=paths.DATA_SINGLE_VIEW,

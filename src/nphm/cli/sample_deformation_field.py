@@ -7,8 +7,11 @@ sigma (release: 0.01 and 0.002). Output, one file per item:
 
     OUT_DIR/{subject:03d}/{expression:03d}/corresp.npy   (N, 6) float32 [x_neutral, x_posed]
 
-(see nphm.preprocessing.storage). Finished items are skipped; a failing item is reported and
-the run continues.
+(see nphm.preprocessing.storage), and the ledger OUT_DIR/ledger/ (every item's last outcome,
+all runs). Several workers may prepare one OUT_DIR at once (each item is claimed first);
+--shard K/N splits the subjects statically. Finished items are skipped; a failing item is reported and
+the run continues; expected subjects (and scans) the disk lacks are reported as failures.
+Exit code: 0 all done, 3 some items failed (the others were done), 2 usage error.
 
 Sample counts: --preset release uses the release's 250 k points per direction and sigma, on the
 face region only; --preset synthetic fewer, plus half as many on the rest of the head (the
@@ -27,8 +30,8 @@ from pathlib import Path
 
 from nphm import paths
 from nphm.cli.common import (
-    add_dataset_args, add_job_args, add_preset_arg, add_subject_args, report_item_results, resolve_preset,
-    selected_subjects,
+    add_dataset_args, add_job_args, add_preset_arg, add_shard_arg, add_subject_args, open_selection, resolve_preset,
+    run_supervision,
 )
 
 
@@ -45,6 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="extra pairs per direction and sigma outside the face region (release: 0)")
     p.add_argument("--sigmas", type=float, nargs="+", default=[0.01, 0.002],
                    help="standard deviations of the normal offsets (default: %(default)s)")
+    add_shard_arg(p, "subject")
     add_job_args(p, "re-sample items whose files exist")
     return p.parse_args(argv)
 
@@ -53,19 +57,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from dataclasses import replace
 
-    from nphm.data import DataManager
-    from nphm.preprocessing import PRESETS, sample_deformation_dataset
+    from nphm.preprocessing import PRESETS
 
-    manager = DataManager(args.data_dir, args.description)
+    manager, subjects, shard = open_selection(args)
     preset = resolve_preset(manager, args.preset)
-    overrides = {k: getattr(args, k) for k in ("n_per_direction", "n_non_face_per_direction")
-                 if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("n_per_direction", "n_non_face_per_direction") if getattr(args, k) is not None}
     settings = replace(PRESETS[preset]["deformation"], sigmas=tuple(args.sigmas), **overrides)
-    subjects = selected_subjects(manager, args)
-    print(f"{len(subjects)} subjects, preset {preset}: {settings}")
-    results = sample_deformation_dataset(manager, args.out_dir, subjects, settings, seed=args.seed,
-                                         workers=args.workers, overwrite=args.overwrite)
-    return report_item_results(results, len(subjects), "deformation supervision", args.out_dir)
+    return run_supervision(args, manager, subjects, shard, "deformation", settings, preset)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@ all kept) and non-face points (--n_non_face kept). Output, one pair of files per
 
     OUT_DIR/{subject:03d}/{expression}_face.npy, {expression}_non_face.npy   (N, 6) float32
 
-(see nphm.preprocessing.storage). Finished subjects are skipped; a failing subject is reported
-and the run continues.
+(see nphm.preprocessing.storage), and the ledger OUT_DIR/ledger/ (every item's last outcome,
+all runs). Several workers may prepare one OUT_DIR at once (each item is claimed first);
+--shard K/N splits the subjects statically. Finished subjects are skipped; a failing subject is reported
+and the run continues; expected subjects (and scans) the disk lacks are reported as failures.
+Exit code: 0 all done, 3 some items failed (the others were done), 2 usage error.
 
 Sample counts: --preset release uses the release's values (25 M samples, 1 M non-face points);
 --preset synthetic small ones for the generated dataset; the default picks "release" for the
@@ -24,8 +27,8 @@ from pathlib import Path
 
 from nphm import paths
 from nphm.cli.common import (
-    add_dataset_args, add_job_args, add_preset_arg, add_subject_args, report_item_results, resolve_preset,
-    selected_subjects,
+    add_dataset_args, add_job_args, add_preset_arg, add_shard_arg, add_subject_args, open_selection, resolve_preset,
+    run_supervision,
 )
 
 
@@ -41,6 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--face_radius", type=float, default=0.2,
                    help="face label: distance to the nearest face-region registration vertex, nphm units "
                         "(default: %(default)s)")
+    add_shard_arg(p, "subject")
     add_job_args(p, "re-sample subjects whose files exist")
     return p.parse_args(argv)
 
@@ -49,18 +53,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from dataclasses import replace
 
-    from nphm.data import DataManager
-    from nphm.preprocessing import PRESETS, sample_identity_dataset
+    from nphm.preprocessing import PRESETS
 
-    manager = DataManager(args.data_dir, args.description)
+    manager, subjects, shard = open_selection(args)
     preset = resolve_preset(manager, args.preset)
     overrides = {k: getattr(args, k) for k in ("n_samples", "n_non_face") if getattr(args, k) is not None}
     settings = replace(PRESETS[preset]["identity"], face_radius=args.face_radius, **overrides)
-    subjects = selected_subjects(manager, args)
-    print(f"{len(subjects)} subjects, preset {preset}: {settings}")
-    results = sample_identity_dataset(manager, args.out_dir, subjects, settings, seed=args.seed,
-                                      workers=args.workers, overwrite=args.overwrite)
-    return report_item_results(results, len(subjects), "identity supervision", args.out_dir)
+    return run_supervision(args, manager, subjects, shard, "identity", settings, preset)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ def main(argv=None) -> int:
                           supervision_dir=args.supervision_dir, description=args.description, device=args.device,
                           wandb_mode=args.wandb, local=args.local, stop_after=args.stop_after,
                           progress=not args.no_progress)
-    print(f"trained epochs {result['start_epoch']}..{result['last_epoch']} -> {args.experiment_dir / args.exp_name}")
+    from nphm.training.trainer import training_summary
+
+    print(training_summary(result, args.experiment_dir / args.exp_name))
     return 0
 
 

@@ -48,7 +48,9 @@ def main(argv=None) -> int:
     result = stage2.train(cfg, args.experiment_dir / args.exp_name, args.mode, data_dir=args.data_dir,
                           supervision_dir=args.supervision_dir, description=args.description, device=args.device,
                           wandb_mode=args.wandb, stop_after=args.stop_after, progress=not args.no_progress)
-    print(f"trained epochs {result['start_epoch']}..{result['last_epoch']} -> {args.experiment_dir / args.exp_name}")
+    from nphm.training.trainer import training_summary
+
+    print(training_summary(result, args.experiment_dir / args.exp_name))
     return 0
 
 

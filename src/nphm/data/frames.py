@@ -108,6 +108,15 @@ class Similarity:
         }
 
     @classmethod
+    def from_dict(cls, data: dict) -> "Similarity":
+        """The similarity of a :meth:`to_dict` record (e.g. a fit's ``{name}_transform.json``)."""
+        try:
+            return cls(float(data["scale"]), np.asarray(data["rotation"], dtype=np.float64).reshape(3, 3),
+                       np.asarray(data["translation"], dtype=np.float64).reshape(3))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a similarity record (scale, rotation 3x3, translation 3): {e}") from e
+
+    @classmethod
     def identity(cls) -> "Similarity":
         return cls(1.0, np.eye(3), np.zeros(3))
 

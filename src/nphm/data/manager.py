@@ -52,11 +52,19 @@ def load_mesh(path: PathLike) -> trimesh.Trimesh:
     try:
         mesh = trimesh.load(str(path), process=False, force="mesh")
     except Exception as e:  # trimesh raises many different types for corrupt files
-        raise MeshLoadError(f"{path}: cannot read mesh ({type(e).__name__}: {e})") from e
+        raise MeshLoadError(f"{path}: cannot read mesh, the file is truncated or corrupt "
+                            f"({type(e).__name__}: {e})") from e
     if not isinstance(mesh, trimesh.Trimesh):
         raise MeshLoadError(f"{path}: expected a triangle mesh, got {type(mesh).__name__}")
-    if len(mesh.vertices) == 0 or len(mesh.faces) == 0:
-        raise MeshLoadError(f"{path}: mesh has {len(mesh.vertices)} vertices and {len(mesh.faces)} faces")
+    if len(mesh.faces) == 0:
+        # force="mesh" drops the vertices of a file without faces: count them from the raw load
+        raw = trimesh.load(str(path), process=False) if len(mesh.vertices) == 0 else mesh
+        n = len(getattr(raw, "vertices", ()))
+        what = "a point cloud, not a triangle mesh" if n else "an empty file"
+        raise MeshLoadError(f"{path}: {n} vertices and no faces ({what})")
+    bad = int((~np.isfinite(np.asarray(mesh.vertices))).any(axis=1).sum())
+    if bad:
+        raise MeshLoadError(f"{path}: {bad} of {len(mesh.vertices)} vertices have non-finite coordinates (NaN/inf)")
     return mesh
 
 

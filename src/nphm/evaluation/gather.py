@@ -8,7 +8,8 @@ Reads ``RESULTS_DIR/evaluation/{subject}/expression_{e}/metrics.json`` and
   (the release's totals: every scan counts once, not every subject);
 - ``per_subject_metrics.csv`` / ``per_subject_metrics_face.csv``: per subject the mean
   over its expressions, with the number of scans;
-- ``report.md`` / ``report.html``: the tables and links to the per-scan pictures.
+- ``report.md`` / ``report.html``: the tables and links to the per-scan pictures, and the scans
+  whose evaluation failed (from the evaluation's ledger, all runs: ``evaluation/ledger``).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from nphm.evaluation.metrics import METRIC_KEYS
-from nphm.layout import METRIC_FILES, evaluation_dir, failures_path
+from nphm.layout import METRIC_FILES, evaluation_dir
 from nphm.evaluation.report import SUMMARY_COLUMNS, write_summary_pages
 from nphm.utils.io import PathLike, atomic_path
 from nphm.utils.tables import format_metric, markdown_table
@@ -36,12 +37,16 @@ _EXPR_DIR = re.compile(r"^expression_(-?\d+)$")
 @dataclass
 class GatheredMetrics:
     """Per-scan metrics ``{(subject, expression): {"head": {...}, "face": {...}}}`` plus
-    their aggregates; ``problems`` lists unreadable files."""
+    their aggregates; ``problems`` lists unreadable files, ``failures`` the ledger's failed scans
+    (``failures.json`` entries: subject, expression, error, role, file) and ``skipped`` its
+    reasoned skips (e.g. predictions without ground truth), one line each."""
 
     scans: Dict[Tuple[int, int], Dict[str, Dict[str, float]]] = field(default_factory=dict)
     totals: Dict[str, Dict[str, float]] = field(default_factory=dict)
     per_subject: Dict[str, Dict[int, Dict[str, float]]] = field(default_factory=dict)
     problems: List[str] = field(default_factory=list)
+    failures: List[Dict[str, object]] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)
 
 
 def collect_metrics(eval_dir: PathLike, subjects: Optional[Sequence[int]] = None) -> GatheredMetrics:
@@ -142,16 +147,15 @@ def gather(results_dir: PathLike, subjects: Optional[Sequence[int]] = None, page
         _write_csv(eval_dir / f"total_metrics{suffix}.csv", [g.totals[region]], keys)
         rows = [{"subject": s, **m} for s, m in g.per_subject[region].items()]
         _write_csv(eval_dir / f"per_subject_metrics{suffix}.csv", rows, ["subject", "n_scans"] + keys)
+    from nphm.evaluation.pipeline import evaluation_folder, failure_records
+
+    batch = evaluation_folder(results_dir, claims=False)
+    wanted = None if subjects is None else {int(s) for s in subjects}
+    g.failures = [f for f in failure_records(batch) if wanted is None or f["subject"] in wanted]
+    g.skipped = [e.line() for e in batch.ledger.with_status("skipped", wanted)]
     if pages:
-        failures = []
-        fail_path = failures_path(results_dir)
-        if fail_path.is_file():
-            try:
-                failures = json.loads(fail_path.read_text())
-            except ValueError:
-                g.problems.append(f"{fail_path}: unreadable")
         per_scan = [{"subject": s, "expression": e, **v} for (s, e), v in sorted(g.scans.items())]
-        write_summary_pages(eval_dir, g.totals, g.per_subject, per_scan, failures)
+        write_summary_pages(eval_dir, g.totals, g.per_subject, per_scan, g.failures)
     return g
 
 

@@ -50,7 +50,7 @@ def write_summary_pages(
         per_subject: ``{"head": {subject: metrics}, "face": {...}}`` per-subject means.
         per_scan: rows ``{"subject", "expression", "head": metrics, "face": metrics}``; the
             scan's ``report.png`` (relative to ``eval_dir``) is linked when it exists.
-        failures: entries of ``failures.json`` (listed at the end).
+        failures: the failed scans of the ledger, ``failures.json`` entries (listed at the end).
     Returns:
         paths of the markdown and HTML pages.
     """

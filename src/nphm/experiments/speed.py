@@ -22,7 +22,7 @@ from tqdm import tqdm
 from nphm.analytic import head_anchor_layout, head_sdf
 from nphm.experiments.timing import peak_memory_mb, reset_peak_memory, time_call
 from nphm.evaluation.metrics import vertex_set_distance
-from nphm.mesh import extract_mesh
+from nphm.mesh import DEFAULT_LIPSCHITZ, extract_mesh
 from nphm.models import NPHMIdentity
 from nphm.reference.models import naive_nphm_sdf
 from nphm.query import sdf_function
@@ -44,6 +44,7 @@ class SpeedSettings:
     resolutions: Tuple[int, ...] = (128, 256)
     dense_resolution: int = 128  # dense extraction is measured here, extrapolated above
     repeats: int = 3  # timed calls per throughput measurement (best counts)
+    mesh_repeats: int = 1  # timed extractions per mesh row (the median counts)
     seed: int = 0
 
 
@@ -170,17 +171,20 @@ def run_speed_benchmark(
     naive_rate = results.throughput["uniform in fitting box"]["naive"]
     dense_meshes = {}
     for res in settings.resolutions:
-        modes = ["sparse"] + (["dense"] if res <= settings.dense_resolution else [])
+        modes = ["sparse", "sparse_auto"] + (["dense"] if res <= settings.dense_resolution else [])
         for extraction in modes:
             reset_peak_memory(device)
             holder = {}
 
             def extract():  # timed with the per-latent set-up (anchors, member bounds)
                 fn = sdf_function(model, z[0], mode="sparse")
-                holder["mesh"] = extract_mesh(fn, *FITTING_BOUNDS, resolution=res, mode=extraction, device=device,
-                                              progress=progress and extraction == "dense")
+                lipschitz = "auto" if extraction == "sparse_auto" else DEFAULT_LIPSCHITZ
+                holder["mesh"] = extract_mesh(fn, *FITTING_BOUNDS, resolution=res, mode=extraction.split("_")[0],
+                                              device=device, progress=progress and extraction == "dense",
+                                              lipschitz=lipschitz)
 
-            t = time_call(extract, device, repeats=1, warmup=0)
+            times = [time_call(extract, device, repeats=1, warmup=0) for _ in range(settings.mesh_repeats)]
+            t = float(np.median(times))
             mesh = holder["mesh"]
             row = {
                 "resolution": res,
@@ -188,9 +192,11 @@ def run_speed_benchmark(
                 "points_evaluated": mesh.metadata["n_evaluated"],
                 "fraction_evaluated": mesh.metadata["n_evaluated"] / mesh.metadata["n_grid"],
                 "seconds": t,
+                "seconds_runs": times,
                 "naive_dense_seconds_extrapolated": res**3 / naive_rate,
                 "peak_memory_mb": peak_memory_mb(device),
                 "vertices": len(mesh.vertices),
+                "lipschitz": mesh.metadata["lipschitz"],
             }
             if progress:
                 tqdm.write(f"mesh {res}^3 {extraction}: {row['points_evaluated']:,} points, {t:.1f} s "
@@ -200,11 +206,19 @@ def run_speed_benchmark(
             else:
                 row["sparse_mesh"] = mesh
             results.meshes.append(row)
+    fixed = {row["resolution"]: row["sparse_mesh"] for row in results.meshes if row["extraction"] == "sparse"}
     for row in results.meshes:
         mesh = row.pop("sparse_mesh", None)
-        if mesh is not None and row["resolution"] in dense_meshes:
+        if mesh is None:
+            continue
+        # the reference: the dense mesh where it was extracted, else the fixed-bound sparse one
+        ref = dense_meshes.get(row["resolution"], fixed[row["resolution"]])
+        row["reference"] = "dense" if row["resolution"] in dense_meshes else "sparse"
+        row["identical_to_reference"] = bool(np.array_equal(mesh.vertices, ref.vertices)
+                                             and np.array_equal(mesh.faces, ref.faces))
+        if row["resolution"] in dense_meshes:
             row["vertex_distance_to_dense"] = vertex_set_distance(np.asarray(mesh.vertices),
-                                                                   np.asarray(dense_meshes[row["resolution"]].vertices))
+                                                                   np.asarray(ref.vertices))
     return results
 
 
@@ -224,13 +238,17 @@ def format_results(r: SpeedResults) -> str:
         rows.append([
             m["resolution"], m["extraction"], f"{m['points_evaluated']:,}", f"{100 * m['fraction_evaluated']:.1f}%",
             f"{m['seconds']:.1f}", f"{naive:,.0f}", f"{naive / m['seconds']:.0f}x",
-            f"{m['vertex_distance_to_dense']:.1e}" if "vertex_distance_to_dense" in m else "-", f"{m['peak_memory_mb']:,.0f}",
+            f"{m['vertex_distance_to_dense']:.1e}" if "vertex_distance_to_dense" in m else "-",
+            f"{'yes' if m['identical_to_reference'] else 'NO'} ({m['reference']})" if "reference" in m else "-",
+            f"{m['lipschitz']:.2f}" if np.isfinite(m["lipschitz"]) else "-", f"{m['peak_memory_mb']:,.0f}",
         ])
     out += [
         "Mesh extraction in the fitting box (sparse ensemble queries; the naive dense time is extrapolated "
         "from the measured naive throughput on uniform points):", "",
         markdown_table(["res", "extraction", "points evaluated", "of grid", "seconds", "naive dense s (extrap.)",
-                        "speed-up vs naive dense", "vertex distance to dense", "peak MB"], rows, cell=str), "",
+                        "speed-up vs naive dense", "vertex distance to dense", "identical mesh (to)",
+                        "Lipschitz bound (measured: largest cell slope)", "peak MB"], rows, cell=str), "",
+        "sparse: fixed Lipschitz bound 2 x margin 1.5; sparse_auto: per-cell measured bound (nphm.mesh).", "",
     ]
     out += ["Peak memory so far after each query measurement (MB; process RSS on CPU, allocations on CUDA):", ""]
     out += [f"- {k}: {v:,.0f}" for k, v in r.peak_memory_mb.items()]

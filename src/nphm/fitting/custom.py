@@ -7,10 +7,10 @@ similarity per scan, or one shared by all scans):
 * with landmarks (an (L, 3) file per scan, or one for all): Umeyama to the model's reference
   landmarks: L = 39 -> the identity model's anchors at ``z = 0`` (release order), L = 68 -> the
   dataset's mean 68 landmarks, any L -> a reference file given explicitly;
-* without: the scan's unit (``mm``/``cm``/``m``/``nphm``, or guessed from its size) gives the
-  scale, a multi-start point-to-plane ICP to the model's mean head the rotation and translation
-  (:func:`nphm.fitting.alignment.auto_align`). Reliable for complete or frontal head scans
-  whose size is within about 10 % of the mean head; use landmarks otherwise.
+* without: :func:`nphm.fitting.auto_pose.auto_pose`: starts in every orientation, ICP to the
+  model's mean head, the best candidates refined and ranked by the identity model itself, with a
+  confidence (margin between the two best poses, residual); the scale comes from the declared
+  unit or, with ``units="auto"``, is estimated (any unit). ``{name}_alignment.png`` shows it.
 
 Landmark files may be 68 iBUG, 51 (without the jaw line) or 39 NPHM anchors
 (:mod:`nphm.fitting.landmarks`, format from the count or given); their reference comes from the
@@ -30,21 +30,26 @@ for every scan ``{name}`` (file stem)::
     {name}_input_frame.ply     the same mesh mapped back into the input's frame and unit
     {name}_aligned_points.ply  the input points in the nphm frame (what was fitted)
     {name}_transform.json      the similarity input -> nphm (scale, rotation, translation, 4x4)
-    canonical_nphm.ply, lat_shape.npy, lat_expr.npy, overview.png
+    {name}_error.ply           the fit coloured by its distance to the scan (mm per vertex)
+    {name}_alignment.png       the aligned input over the model's mean head (front, side, top)
+    overview.png               the first scan: scan over fit, fit and scan coloured by distance (mm)
+    {name}_fit.png             the same picture of every further scan
+    canonical_nphm.ply, lat_shape.npy, lat_expr.npy
+    fitting.json               settings, transforms, and per scan the distances in mm (median,
+                               mean, p90, max; head and face), landmark residuals, alignment
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import trimesh
 from torch import nn
 
-from nphm.fitting.alignment import UNIT_TO_NPHM, Similarity, Target, auto_align, check_points, guess_unit, umeyama
-from nphm.pictures import fit_figure
+from nphm.fitting.alignment import UNIT_TO_NPHM, Similarity, Target, check_points, mm_per_nphm, umeyama
 from nphm.fitting.joint import FitResult, fit_expressions, fit_identity, fit_joint, fit_sequence
 from nphm.fitting.meshing import mesh_fit
 from nphm.fitting.schedule import FittingSettings
@@ -165,6 +170,24 @@ def mean_head_target(identity: nn.Module, resolution: int = 96, n: int = 30_000,
     return Target(pts, mesh.face_normals[face])
 
 
+def face_anchor_points(identity: nn.Module, z_id: torch.Tensor, models_dir: Optional[PathLike] = None
+                       ) -> Optional[np.ndarray]:
+    """(39, 3) nphm-frame anchors that mark the face for the distance statistics: the NPHM
+    model's anchors of the fitted identity ``z_id`` (D_id,), else (a global model such as NPM)
+    the models folder's reference anchors; None when neither exists."""
+    with torch.no_grad():
+        dev = next(identity.parameters()).device
+        anchors = identity.anchors(z_id.reshape(1, -1).to(dev))
+    if anchors is not None:
+        return anchors[0].double().cpu().numpy()
+    if models_dir is not None:
+        from nphm.fitting.landmarks import load_landmark_reference, reference_path
+
+        if reference_path(models_dir).is_file():
+            return load_landmark_reference(models_dir, "39")
+    return None
+
+
 def crop_to_box(points: np.ndarray, bmin: Sequence[float], bmax: Sequence[float]) -> np.ndarray:
     """bool (N,) points inside the box."""
     return np.all((points >= np.asarray(bmin)) & (points <= np.asarray(bmax)), axis=1)
@@ -178,12 +201,23 @@ class AlignedScan:
     transform: Similarity
     points_nphm: np.ndarray  # (M, 3) aligned and cropped
     method: str
-    icp_rms: Optional[float] = None
     unit: Optional[str] = None
     #: bool (N,) the input points kept by the crop (None: all)
     keep: Optional[np.ndarray] = None
     #: messages of the sanity checks that did not pass cleanly (warnings, or errors let through by force)
     check_messages: List[str] = field(default_factory=list)
+    #: the automatic pose search's record (:meth:`nphm.fitting.auto_pose.AutoPose.to_dict`) or
+    #: the landmarks' fit (``{"method", "rms_nphm"}``); None for ``alignment="none"``
+    alignment_record: Optional[dict] = None
+    #: (L, 3) input-frame landmarks and their (L, 3) nphm-frame reference, when landmarks aligned it
+    landmarks: Optional[Tuple[np.ndarray, np.ndarray]] = None
+    #: :meth:`nphm.fitting.auto_pose.AutoPose.summary` of an automatic alignment
+    summary: str = ""
+
+    @property
+    def mm_per_unit(self) -> float:
+        """Millimetres per nphm unit of this scan (its unit when known, else the model's 250)."""
+        return mm_per_nphm(self.transform.scale, self.unit)
 
     @property
     def points_kept_input(self) -> np.ndarray:
@@ -317,22 +351,24 @@ def align_scans(
 
     transforms: List[Similarity] = []
     methods: List[str] = []
-    rms: List[Optional[float]] = []
+    records: List[Optional[dict]] = []
     unit_used: List[Optional[str]] = []
     check_args: List[dict] = []
+    landmark_pairs: List[Optional[Tuple[np.ndarray, np.ndarray]]] = []
+    summaries: List[str] = []
     for i, (path, pts) in enumerate(scans):
         if shared_transform and i > 0:
-            transforms.append(transforms[0])
+            for values in (transforms, records, unit_used, check_args, landmark_pairs, summaries):
+                values.append(values[0])
             methods.append(methods[0] + " (shared)")
-            rms.append(rms[0])
-            unit_used.append(unit_used[0])
-            check_args.append(check_args[0])
             continue
+        landmark_pairs.append(None)
+        summaries.append("")
         if alignment == "none":
             transforms.append(Similarity.identity())
             methods.append("none (points already in the nphm frame)")
-            rms.append(None)
-            unit_used.append(None)
+            records.append(None)
+            unit_used.append("nphm" if units == "auto" else units)
             check_args.append(dict(unit="nphm", unit_guessed=False))
         elif alignment == "landmarks":
             lm_path = landmark_files[0] if len(landmark_files) == 1 else landmark_files[i]
@@ -343,22 +379,28 @@ def align_scans(
                                               dataset_mean_68)
             transforms.append(umeyama(lm, target, with_scale=True))
             methods.append(f"landmarks ({len(lm)}{'' if fmt is None else ', format ' + fmt}, Umeyama)")
-            rms.append(float(np.sqrt(((transforms[-1].apply(lm) - target) ** 2).sum(1).mean())))
-            unit_used.append(None)
+            records.append({"method": methods[-1],
+                            "rms_nphm": float(np.sqrt(((transforms[-1].apply(lm) - target) ** 2).sum(1).mean()))})
+            landmark_pairs[-1] = (lm, target)
+            unit_used.append(None if units == "auto" else units)
             check_args.append(dict(landmarks=lm, reference=target, transform=transforms[-1], fmt=fmt,
                                    unit=None if units == "auto" else units))
         else:
+            from nphm.fitting.auto_pose import auto_pose
+
             if mean_head is None:
                 mean_head = mean_head_target(identity, seed=seed)
-            unit = guess_unit(pts, mean_head.points) if units == "auto" else units
-            if checks and not force:
-                _refuse_size_before_icp(pts, UNIT_TO_NPHM[unit], mean_head, unit, units == "auto", path.name)
-            result = auto_align(pts, mean_head, scale=UNIT_TO_NPHM[unit], seed=seed)
+            declared = None if units == "auto" else units
+            if checks and not force and declared is not None:
+                _refuse_size_before_icp(pts, UNIT_TO_NPHM[declared], mean_head, declared, False, path.name)
+            result = auto_pose(pts, mean_head, identity, unit=declared, seed=seed)
             transforms.append(result.transform)
-            methods.append(f"automatic (unit {unit}{' guessed' if units == 'auto' else ''}, multi-start ICP)")
-            rms.append(result.score)
-            unit_used.append(unit)
-            check_args.append(dict(unit=unit, unit_guessed=units == "auto"))
+            methods.append(f"automatic (pose search scored by the {result.scored_by}, unit {result.unit}"
+                           f"{' estimated' if declared is None else ''})")
+            records.append(result.to_dict())
+            summaries[-1] = result.summary()
+            unit_used.append(result.unit)
+            check_args.append(dict(unit=result.unit, unit_guessed=declared is None))
     mean_extent = None
     if checks:
         from nphm.fitting.checks import head_extent
@@ -367,8 +409,8 @@ def align_scans(
             mean_head = mean_head_target(identity, seed=seed)
         mean_extent = head_extent(mean_head.points)
     out = []
-    for (path, pts), name, T, method, r, unit, cargs in zip(scans, names, transforms, methods, rms, unit_used,
-                                                            check_args):
+    for (path, pts), name, T, method, record, unit, cargs, pair, summary in zip(
+            scans, names, transforms, methods, records, unit_used, check_args, landmark_pairs, summaries):
         aligned = T.apply(pts)
         messages: List[str] = []
         if checks:
@@ -391,18 +433,22 @@ def align_scans(
         if len(aligned) < 10:
             raise ValueError(f"{path}: only {len(aligned)} points lie in the model's box after alignment "
                              f"({method}); check the landmarks / units")
-        out.append(AlignedScan(name, path, pts, T, aligned, method, r, unit, keep, messages))
+        out.append(AlignedScan(name, path, pts, T, aligned, method, unit, keep, messages, record, pair, summary))
     return out
 
 
 @dataclass
 class CustomFitOutputs:
-    """Paths of everything :func:`write_custom_fit` wrote, per scan name."""
+    """Paths of everything :func:`write_custom_fit` wrote, per scan name, and the reports."""
 
     out_dir: Path
     meshes_nphm: Dict[str, Path] = field(default_factory=dict)
     meshes_input: Dict[str, Path] = field(default_factory=dict)
     transforms: Dict[str, Path] = field(default_factory=dict)
+    #: per scan: :func:`nphm.fitting.report.fit_report` (distances in mm, transform, alignment)
+    reports: Dict[str, dict] = field(default_factory=dict)
+    #: per scan: the automatic alignment's one-line summary (empty for other alignments)
+    alignment_summaries: Dict[str, str] = field(default_factory=dict)
 
 
 def write_custom_fit(
@@ -414,8 +460,20 @@ def write_custom_fit(
     settings: FittingSettings,
     resolution: int = 256,
     figure: bool = True,
+    mean_head: Optional[Target] = None,
+    face_anchor_points: Optional[np.ndarray] = None,
 ) -> CustomFitOutputs:
-    """Mesh the fit and write meshes (nphm and input frame), transforms, latents and a picture."""
+    """Mesh the fit and write meshes (nphm and input frame), transforms, latents, error meshes and
+    pictures (see the module docstring for the files).
+
+    Args:
+        mean_head: the model's mean head (:func:`mean_head_target`) for the alignment pictures
+            (None: no alignment picture).
+        face_anchor_points: (K, 3) nphm-frame anchors whose surroundings are the face in the
+            distance statistics (:func:`nphm.fitting.report.face_mask`; None: no face statistics).
+    """
+    from nphm.fitting.report import face_mask, landmark_residuals, write_fit_report
+
     out_dir = Path(out_dir)
     z_ex = fit.z_ex if deformation is not None else None
     bounds = (settings.grid_min, settings.grid_max)
@@ -427,7 +485,7 @@ def write_custom_fit(
     save_npy(out_dir / "lat_shape.npy", fit.z_id.cpu().numpy().reshape(1, 1, -1))
     if z_ex is not None:
         save_npy(out_dir / "lat_expr.npy", z_ex.cpu().numpy()[:, None, :])
-    for scan, mesh in zip(scans, posed):
+    for i, (scan, mesh) in enumerate(zip(scans, posed)):
         back = trimesh.Trimesh(scan.transform.invert(np.asarray(mesh.vertices)), np.asarray(mesh.faces), process=False)
         outputs.meshes_nphm[scan.name] = out_dir / f"{scan.name}_nphm.ply"
         outputs.meshes_input[scan.name] = out_dir / f"{scan.name}_input_frame.ply"
@@ -436,13 +494,25 @@ def write_custom_fit(
         save_mesh(outputs.meshes_input[scan.name], back)
         save_mesh(out_dir / f"{scan.name}_aligned_points.ply", trimesh.PointCloud(scan.points_nphm))
         info = {"source": str(scan.source), "alignment": scan.method, **scan.transform.to_dict()}
-        if scan.icp_rms is not None:
-            info["alignment_error_nphm"] = scan.icp_rms
         if scan.unit is not None:
             info["unit"] = scan.unit
         save_json(outputs.transforms[scan.name], info)
-    if figure:
-        fit_figure(out_dir / "overview.png", posed, [s.points_nphm for s in scans], [s.name for s in scans])
+        mm = scan.mm_per_unit
+        face = None if face_anchor_points is None else face_mask(scan.points_nphm, face_anchor_points)
+        residuals = None if scan.landmarks is None else landmark_residuals(*scan.landmarks, scan.transform, mm)
+        picture = "overview" if i == 0 else f"{scan.name}_fit"
+        report = write_fit_report(out_dir, scan.name, scan.points_nphm, mesh, scan.transform, mm, face,
+                                  scan.alignment_record, residuals, figure=figure, title=scan.name,
+                                  picture_name=picture)
+        if figure and mean_head is not None:
+            from nphm.pictures import alignment_figure
+
+            alignment_figure(out_dir / f"{scan.name}_alignment.png", scan.points_nphm, mean_head,
+                             caption=scan.summary or scan.method)
+            report["files"]["alignment_picture"] = f"{scan.name}_alignment.png"
+        report["unit"] = scan.unit
+        outputs.reports[scan.name] = report
+        outputs.alignment_summaries[scan.name] = scan.summary
     return outputs
 
 
@@ -488,6 +558,7 @@ def run_custom_fit(
     identity_latent: Optional[np.ndarray] = None,
     sequence: bool = False,
     smoothness: float = 0.0,
+    log: Optional[Callable[[str], None]] = None,
 ) -> CustomFitOutputs:
     """Align, check, crop, fit (jointly when a deformation model is given, else identity only) and write.
 
@@ -495,14 +566,16 @@ def run_custom_fit(
 
     Args:
         refine_pose: refine the alignment in the fit (:mod:`nphm.fitting.pose`: the alignment is
-            the start ``pose=``, ``settings.pose`` enabled); None: refine unless ``alignment``
-            is "none". The written transforms are then the refined ones (input -> nphm).
+            the start ``pose=``, ``settings.pose`` enabled; with landmarks the scale stays theirs);
+            None: refine unless ``alignment`` is "none". The written transforms are then the refined ones (input -> nphm).
         neck_plane: with ``crop``, also drop points below this plane (``(origin, normal)``;
             :func:`nphm.fitting.crop.neck_plane_for`).
         identity_latent: (D_id,) a known identity latent: fit only the expression latents
             (:func:`nphm.fitting.joint.fit_expressions`, ``settings.for_known_identity()``).
         sequence: the scans are ordered frames: :func:`nphm.fitting.joint.fit_sequence`
             (needs ``identity_latent``) with smoothness weight ``smoothness``.
+        log: called with one line per scan once it is aligned (how, and the automatic
+            alignment's confidence), before the fit starts.
     """
     from dataclasses import replace
 
@@ -512,15 +585,23 @@ def run_custom_fit(
         raise ValueError("a sequence fit needs a known identity latent (fit a neutral scan first, then pass "
                          "its lat_shape.npy)")
     box = (settings.grid_min, settings.grid_max) if crop else None
+    mean_head = mean_head_target(identity, seed=seed)
     scans = align_scans(identity, point_files, landmark_files, units, reference_file, dataset_mean_68,
-                        shared_transform, box, seed=seed, clouds=clouds, landmark_format=landmark_format,
+                        shared_transform, box, mean_head, seed=seed, clouds=clouds, landmark_format=landmark_format,
                         models_dir=models_dir, alignment=alignment, neck_plane=neck_plane, checks=checks,
                         force=force)
+    if log is not None:
+        for scan in scans:
+            log(f"{scan.name}: {scan.summary or scan.method}")
     if refine_pose is None:
         refine_pose = (alignment or ("landmarks" if landmark_files else "auto")) != "none"
     pose = None
     if refine_pose:
-        settings = settings.replace(pose=replace(settings.pose, enabled=True))
+        # landmarks fix the scale; refined in the fit, it drifts towards the mean head's size
+        # (it trades with the identity's size), so the fit refines only rotation and translation
+        by_landmarks = all(scan.landmarks is not None for scan in scans)
+        settings = settings.replace(pose=replace(settings.pose, enabled=True,
+                                                 fit_scale=settings.pose.fit_scale and not by_landmarks))
         observations = [s.points_kept_input for s in scans]
         pose = scans[0].transform if shared_transform else [s.transform for s in scans]
     else:
@@ -544,8 +625,10 @@ def run_custom_fit(
             scan.transform = T
             scan.points_nphm = T.apply(scan.points_kept_input)
             scan.method += " + pose refined in the fit"
-    outputs = write_custom_fit(out_dir, scans, identity, deformation, fit, settings, resolution, figure)
+    outputs = write_custom_fit(out_dir, scans, identity, deformation, fit, settings, resolution, figure,
+                               mean_head, face_anchor_points(identity, fit.z_id, models_dir))
     save_json(Path(out_dir) / "fitting.json", {
+        "per_scan": outputs.reports,
         "scans": [str(s.source) for s in scans],
         "alignment": [s.method for s in scans],
         "transforms_input_to_nphm": {s.name: s.transform.to_dict() for s in scans},

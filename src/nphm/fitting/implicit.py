@@ -18,10 +18,15 @@ next solve starts there (warm start, see its docstring).
 
 Points are handled as one flat list ``(n, 3)`` with a group id per point (the observation whose
 latents condition the deformation); groups are packed into fixed-length rows so that one batched
-call evaluates all of them, whatever their sizes. Jacobians of ``x + D(x)`` come from three
-backward passes through one primal pass (w.r.t. the points only; on a CPU this is cheaper than
-forward mode, whose tangents also need the activation derivatives), and that primal output keeps
-its autograd graph to the latents.
+call evaluates all of them, whatever their sizes. Jacobians of ``x + D(x)`` come by default from
+one forward-mode pass of the deformation MLP (``forward_with_jacobian`` of the models: the three
+tangents go through every layer together with the primal, which keeps its autograd graph to the
+latents); ``jacobian="backward"`` uses three autograd backward passes through one primal pass
+instead (models without ``forward_with_jacobian`` always do).
+
+In the implicit step the exact Jacobian at the roots may be replaced by Broyden's last
+inverse-Jacobian estimate there (``J_inv`` of :func:`implicit_canonical`): it skips the Jacobian
+at the roots; the latent gradient then carries the estimate's error (tests bound it).
 """
 from __future__ import annotations
 
@@ -83,6 +88,10 @@ class Packing:
         return packed[self.row, self.col]
 
 
+#: How :meth:`ForwardDeformation.posed_and_jacobian` differentiates.
+JACOBIAN_MODES = ("forward", "forward_bf16", "backward")
+
+
 class ForwardDeformation:
     """``x -> x + D(x)`` for G groups of points (observations), each with its own latents.
 
@@ -91,6 +100,11 @@ class ForwardDeformation:
         z_id: (G, D_id) identity latent per group.
         z_ex: (G, D_ex) expression latent per group.
         anchors: (G, K, 3) anchors of the identity (NPHM ``compress`` mode) or None.
+        jacobian: ``"forward"`` (one forward-mode pass, where the model offers it),
+            ``"forward_bf16"`` (the same with bfloat16 tangent matmuls: the posed points stay
+            exact, the Jacobian, a preconditioner and the implicit step's direction, carries
+            bf16 rounding) or ``"backward"`` (three autograd backward passes) for
+            :meth:`posed_and_jacobian`.
     """
 
     def __init__(
@@ -99,7 +113,11 @@ class ForwardDeformation:
         z_id: torch.Tensor,
         z_ex: torch.Tensor,
         anchors: Optional[torch.Tensor] = None,
+        jacobian: str = "forward",
     ) -> None:
+        if jacobian not in JACOBIAN_MODES:
+            raise ValueError(f"jacobian must be one of {JACOBIAN_MODES}, got {jacobian!r}")
+        self.jacobian = jacobian
         if z_id.dim() != 2 or z_ex.dim() != 2 or z_id.shape[0] != z_ex.shape[0]:
             raise ValueError(
                 f"z_id (G, D_id) and z_ex (G, D_ex) expected, got {tuple(z_id.shape)}, {tuple(z_ex.shape)}"
@@ -138,6 +156,14 @@ class ForwardDeformation:
             (detached). ``posed`` carries the autograd graph to the latents when they require grad.
         """
         packing = Packing(group, self.n_groups)
+        if self.jacobian != "backward" and hasattr(self.deformation, "forward_with_jacobian"):
+            x = packing.pack(points.detach())
+            rows = packing.row_group
+            anchors = None if self.anchors is None else self.anchors[rows]
+            low = torch.bfloat16 if self.jacobian == "forward_bf16" else None
+            offsets, jac = self.deformation.forward_with_jacobian(x, self.z_id[rows], self.z_ex[rows], anchors, low)
+            eye = torch.eye(3, dtype=jac.dtype, device=jac.device)
+            return packing.unpack(x + offsets), packing.unpack(jac) + eye
         x = packing.pack(points.detach()).requires_grad_(True)
         with torch.enable_grad():
             posed = self.batched(x, packing.row_group)
@@ -148,7 +174,7 @@ class ForwardDeformation:
     def detached(self) -> "ForwardDeformation":
         """The same deformation with latents cut from the autograd graph (for root finding)."""
         anchors = None if self.anchors is None else self.anchors.detach()
-        return ForwardDeformation(self.deformation, self.z_id.detach(), self.z_ex.detach(), anchors)
+        return ForwardDeformation(self.deformation, self.z_id.detach(), self.z_ex.detach(), anchors, self.jacobian)
 
 
 def batch_groups(batch: int, n: int, device=None) -> torch.Tensor:
@@ -284,6 +310,7 @@ def implicit_canonical(
     group: torch.Tensor,
     return_inverse: bool = False,
     observed: Optional[torch.Tensor] = None,
+    J_inv: Optional[torch.Tensor] = None,
 ):
     """Canonical points whose gradient w.r.t. the latents (and the observations) is the implicit one.
 
@@ -293,6 +320,9 @@ def implicit_canonical(
         return_inverse: also return ``J^{-1}`` (n, 3, 3) at the roots (detached).
         observed: (n, 3) the observed points ``x_obs`` the roots solve for, when they depend on
             parameters (a pose of the observations, :mod:`nphm.fitting.pose`); None: constants.
+        J_inv: (n, 3, 3) an estimate of ``J^{-1}`` at the roots to use instead of the exact one
+            (Broyden's last estimate, :attr:`RootFindingResult.J_inv`): only the primal pass is
+            run then, no Jacobian; None: the exact inverse.
     Returns:
         (n, 3) equal in value to ``canonical``; backpropagating through it gives
         ``dx_c/dz = -J^{-1} dD/dz`` with ``J = I + dD/dx`` at ``x_c`` (detached), and with
@@ -302,8 +332,11 @@ def implicit_canonical(
     x_c = canonical.detach()
     if x_c.shape[0] == 0:
         return (x_c, x_c.new_zeros(0, 3, 3)) if return_inverse else x_c
-    posed, J = forward.posed_and_jacobian(x_c, group)
-    J_inv = batched_inverse(J.detach())
+    if J_inv is None:
+        posed, J = forward.posed_and_jacobian(x_c, group)
+        J_inv = batched_inverse(J.detach())
+    else:
+        posed, J_inv = forward.posed(x_c, group), J_inv.detach()
     correction = posed - posed.detach()
     if observed is not None:
         # x_c' = x_c - J^-1 [(x_p - sg(x_p)) - (x_obs - sg(x_obs))]: value x_c, d/dx_obs = J^-1

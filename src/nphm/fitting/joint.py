@@ -247,7 +247,9 @@ def joint_loss(
         clamp: SDF threshold of the surface loss; lambdas: loss weights.
         root_cache: warm starts of the root finding (:class:`RootCache` over
             ``observations.points``); updated with this step's roots and, for the points of the
-            implicit pass, the exact inverse Jacobians there.
+            implicit pass, the exact inverse Jacobians there (with
+            ``broyden_settings.implicit_jacobian="broyden"`` the implicit pass uses Broyden's
+            estimates instead, and the cache keeps them).
         pose: the pose correction of the observations (:mod:`nphm.fitting.pose`; None: the
             points as they are). The roots solve for the corrected points, the implicit pass
             adds ``dx_c/dx_obs = J^{-1}`` and the term ``pose`` (its prior, weight
@@ -265,6 +267,7 @@ def joint_loss(
         z_id[None].expand(G, -1),
         z_ex[groups],
         None if anchors is None else anchors.expand(G, -1, -1),
+        jacobian=broyden_settings.jacobian,
     )
     start = None if root_cache is None else root_cache.starts(uniq)
     observed, posed_obs = _observed(observations, uniq, obs_of_point, pose)
@@ -287,10 +290,11 @@ def joint_loss(
         if sel.numel() == 0:
             return
         observed_sel = None if posed_obs is None else posed_obs[conv[sel]]
+        estimate = roots.J_inv[conv[sel]] if broyden_settings.implicit_jacobian == "broyden" else None
         moved, J_inv = implicit_canonical(forward, x_c[sel].detach(), conv_group[sel], return_inverse=True,
-                                          observed=observed_sel)
+                                          observed=observed_sel, J_inv=estimate)
         (grad_points[sel] * moved).sum().backward(inputs=latents)
-        if root_cache is not None:
+        if root_cache is not None and estimate is None:
             index = uniq[conv[sel]]
             root_cache.store(index, x_c[sel].detach(), J_inv, torch.ones_like(index, dtype=torch.bool))
 

@@ -4,7 +4,9 @@ For every subject: its test expressions (on disk, minus bad and invalid scans), 
 observation of each and, for the first, also the back view (the release's protocol); a joint fit
 (or an identity-only fit when the config names no expression model); the canonical mesh and
 one posed mesh per expression; latents, a summary and a picture (see :mod:`nphm.layout`).
-A subject that fails is reported and the others continue.
+A subject that fails is reported (its ledger entry in ``out_dir/ledger`` names the culprit,
+e.g. a broken observation file) and the others continue; each subject is claimed first
+(``out_dir/claims``), so several workers can fit into one folder.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from nphm.fitting.schedule import FittingSettings
 from nphm.query import DEFAULT_CHUNK
 from nphm.layout import ItemResult, subject_observations
 from nphm.reconstruction import mesh_identity
-from nphm.utils.batch import failure_message, run_subjects
+from nphm.utils.batch import BatchFolder, failure_message, run_subjects, take_shard
 from nphm.utils.io import save_mesh, save_npy
 from nphm.utils.seeding import item_seed
 
@@ -103,16 +105,31 @@ def fit_subjects(
     figure: bool = True,
     query_mode: Optional[str] = None,
     chunk: int = DEFAULT_CHUNK,
+    shard: Optional[Tuple[int, int]] = None,
+    claims: bool = True,
 ) -> Iterator[ItemResult]:
     """Fit several subjects; yields one outcome per subject and never raises for one of them.
 
-    Subjects with a summary file in ``out_dir`` are skipped unless ``overwrite``.
+    Subjects with a summary file in ``out_dir`` are skipped unless ``overwrite``, so are
+    subjects another worker has claimed (``claims``; False: assume a single worker). Every
+    outcome goes into the ledger ``out_dir/ledger`` (:func:`fitting_folder`); stale temporary
+    files of killed writers are removed first. ``shard = (k, n)``: only every n-th subject from
+    the k-th.
     """
     def run_one(subject: int) -> ItemResult:
         return fit_subject(manager, models, subject, settings, out_dir, resolution, seed, progress, figure,
                            query_mode, chunk)
 
-    yield from run_subjects(subjects, lambda s: layout.summary_path(out_dir, s).is_file(), run_one, overwrite)
+    folder = fitting_folder(out_dir, claims)
+    for path in folder.clean():
+        tqdm.write(f"removed the temporary file of a killed writer: {path}")
+    yield from run_subjects(take_shard(list(subjects), shard), lambda s: layout.summary_path(out_dir, s).is_file(),
+                            run_one, overwrite, folder=folder)
+
+
+def fitting_folder(out_dir: Path, claims: bool = True) -> BatchFolder:
+    """The ledger and claims of a fitting results folder (``out_dir/ledger``, ``out_dir/claims``)."""
+    return BatchFolder(out_dir, "fitting", claims=claims)
 
 
 # ---------------------------------------------------------------------------- random samples

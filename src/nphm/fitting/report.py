@@ -232,10 +232,11 @@ def fit_report(summary: dict, transform: Similarity, alignment: Optional[dict] =
 def write_fit_report(out_dir: PathLike, name: str, scan_points: np.ndarray, fit_mesh: trimesh.Trimesh,
                      transform: Similarity, scale_to_mm: float, face_mask: Optional[IndexOrMask] = None,
                      alignment: Optional[dict] = None, landmarks: Optional[dict] = None, figure: bool = True,
-                     title: str = "") -> dict:
+                     title: str = "", picture_name: Optional[str] = None) -> dict:
     """Everything about one fitted scan: ``{name}_error.ply`` (:func:`write_error_mesh`),
-    ``{name}_fit.png`` (:func:`nphm.pictures.fit_overview_figure`, unless not ``figure``) in
-    ``out_dir``; returns :func:`fit_report` with the file names added (``files``).
+    ``{picture_name}.png`` (default ``{name}_fit``; :func:`nphm.pictures.fit_overview_figure`,
+    unless not ``figure``) in ``out_dir``; returns :func:`fit_report` with the file names added
+    (``files``).
 
     Args: as :func:`distance_summary` and :func:`fit_report` (scan points in the nphm frame).
     """
@@ -245,6 +246,6 @@ def write_fit_report(out_dir: PathLike, name: str, scan_points: np.ndarray, fit_
     if figure:
         from nphm.pictures import fit_overview_figure
 
-        files["picture"] = fit_overview_figure(out_dir / f"{name}_fit.png", scan_points, fit_mesh, scale_to_mm,
+        files["picture"] = fit_overview_figure(out_dir / f"{picture_name or name + '_fit'}.png", scan_points, fit_mesh, scale_to_mm,
                                                summary, title=title or name).name
     return fit_report(summary, transform, alignment, landmarks, files=files)

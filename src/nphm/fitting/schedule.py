@@ -67,8 +67,18 @@ class BroydenSettings:
     #: inverse Jacobian instead of at the observation (not in the release; the roots and the
     #: threshold are the same, it only saves iterations and the Jacobian at the observation)
     warm_start: bool = True
+    #: Jacobians of x + D(x): "forward" (one forward-mode pass), "forward_bf16" (its tangent
+    #: matmuls in bfloat16: roots unchanged, gradients within a tested tolerance) or "backward"
+    jacobian: str = "forward"
+    #: inverse Jacobian of the implicit step at the roots: "exact", or "broyden" (the root
+    #: finding's last estimate: no Jacobian at the roots, gradients within a tested tolerance)
+    implicit_jacobian: str = "exact"
 
     def __post_init__(self) -> None:
+        if self.jacobian not in ("forward", "forward_bf16", "backward"):
+            raise ValueError(f"broyden.jacobian must be 'forward', 'forward_bf16' or 'backward', got {self.jacobian!r}")
+        if self.implicit_jacobian not in ("exact", "broyden"):
+            raise ValueError(f"broyden.implicit_jacobian must be 'exact' or 'broyden', got {self.implicit_jacobian!r}")
         if self.max_iters < 0:
             raise ValueError(f"broyden.max_iters must be >= 0, got {self.max_iters}")
         if not 0 < self.converge_threshold < self.diverge_threshold:

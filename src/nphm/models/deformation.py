@@ -5,7 +5,7 @@ the posed point is ``points + offsets``. Parameter names follow the release.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -81,6 +81,19 @@ class NPHMDeformation(nn.Module):
         anchors (B, K, 3) (needed in ``compress`` mode)."""
         return self.defDeepSDF(points, self.condition(z_id, z_ex, anchors))
 
+    def forward_with_jacobian(
+        self,
+        points: torch.Tensor,
+        z_id: torch.Tensor,
+        z_ex: torch.Tensor,
+        anchors: Optional[torch.Tensor] = None,
+        tangent_dtype: Optional[torch.dtype] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Offsets (B, N, 3) and their Jacobian (B, N, 3, 3) w.r.t. ``points`` (detached), by
+        forward mode (:meth:`nphm.models.deepsdf.DeepSDF.forward_with_jacobian`, also for
+        ``tangent_dtype``)."""
+        return self.defDeepSDF.forward_with_jacobian(points, self.condition(z_id, z_ex, anchors), tangent_dtype)
+
 
 class NPMDeformation(DeepSDF):
     """NPM baseline deformation: one global MLP on ``[xyz, z_id, z_ex]`` with 3 outputs
@@ -103,3 +116,14 @@ class NPMDeformation(DeepSDF):
     ) -> torch.Tensor:
         """Offsets (B, N, 3); ``anchors`` is ignored (NPM has none)."""
         return super().forward(points, torch.cat([z_id, z_ex], dim=-1))
+
+    def forward_with_jacobian(
+        self,
+        points: torch.Tensor,
+        z_id: torch.Tensor,
+        z_ex: torch.Tensor,
+        anchors: Optional[torch.Tensor] = None,
+        tangent_dtype: Optional[torch.dtype] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Offsets (B, N, 3) and their Jacobian (B, N, 3, 3) w.r.t. ``points`` (detached)."""
+        return super().forward_with_jacobian(points, torch.cat([z_id, z_ex], dim=-1), tangent_dtype)

@@ -24,9 +24,8 @@ hit (the release stores every pixel, NaN for misses) and files are float32.
 """
 from __future__ import annotations
 
-import traceback
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -36,6 +35,7 @@ from nphm.rendering import Camera, MeshRayCaster, fibonacci_sphere, look_at
 from nphm.utils.io import save_npy
 from nphm.layout import ItemResult
 from nphm.preprocessing.jobs import run_jobs
+from nphm.utils.batch import GROUND_TRUTH, BatchFolder, blame, take_shard
 from nphm.utils.seeding import item_generators
 
 
@@ -150,14 +150,24 @@ def _outputs(manager: DataManager, subject: int, expression: int, with_back: boo
     return [manager.observation_path(subject, expression, back=b, full=f) for b in views for f in (False, True)]
 
 
+def observations_folder(manager: DataManager, claims: bool = True) -> BatchFolder:
+    """Ledger and claims of the observations root (``manager.single_view_dir``)."""
+    return BatchFolder(manager.single_view_dir, "observations", claims=claims)
+
+
 def generate_item(manager: DataManager, subject: int, expression: int, with_back: bool, seed: int,
-                  protocol: ObservationProtocol = ObservationProtocol(), overwrite: bool = False) -> ItemResult:
-    """Render and save the observation(s) of one scan; never raises for a bad scan."""
-    if not overwrite and all(p.is_file() for p in _outputs(manager, subject, expression, with_back)):
-        return ItemResult(subject, expression, "skipped")
-    try:
-        scan = manager.load_scan(subject, expression)
+                  protocol: ObservationProtocol = ObservationProtocol(), overwrite: bool = False,
+                  folder: Optional[BatchFolder] = None) -> ItemResult:
+    """Render and save the observation(s) of one scan; never raises for a bad scan (the
+    failure names the file, e.g. a scan with non-finite vertices)."""
+    folder = folder if folder is not None else observations_folder(manager)
+
+    def work() -> ItemResult:
+        scan_path = manager.scan_path(subject, expression)
+        scan = blame(GROUND_TRUTH, scan_path, lambda: manager.load_scan(subject, expression))
         caster = MeshRayCaster(np.asarray(scan.vertices), np.asarray(scan.faces))
+        flame_path = manager.flame_path(subject, expression)
+        blame(GROUND_TRUTH, flame_path, lambda: manager.throat_plane(subject, expression))
 
         def keep(points: np.ndarray) -> np.ndarray:
             return manager.neck_keep_mask(points, subject, expression)
@@ -167,13 +177,15 @@ def generate_item(manager: DataManager, subject: int, expression: int, with_back
         if with_back:
             views.append((True, back_eye(protocol), back_rng))
         for back, eye, rng in views:
-            obs = observe(caster, eye, keep, rng, protocol)
+            obs = blame(GROUND_TRUTH, scan_path, lambda: observe(caster, eye, keep, rng, protocol))
             save_npy(manager.observation_path(subject, expression, back=back, full=True), obs.full.astype(np.float32))
             save_npy(manager.observation_path(subject, expression, back=back), obs.points.astype(np.float32))
-    except Exception as e:
-        detail = "".join(traceback.format_exception_only(type(e), e)).strip()
-        return ItemResult(subject, expression, "failed", detail)
-    return ItemResult(subject, expression, "done")
+        return ItemResult(subject, expression, "done")
+
+    def done() -> bool:
+        return all(p.is_file() for p in _outputs(manager, subject, expression, with_back))
+
+    return folder.run_item(subject, expression, done, work, overwrite)
 
 
 def plan(manager: DataManager, subjects: Iterable[int]) -> Tuple[List[Tuple[int, int, bool]], List[ItemResult]]:
@@ -192,19 +204,27 @@ def plan(manager: DataManager, subjects: Iterable[int]) -> Tuple[List[Tuple[int,
 
 
 def _run(args) -> ItemResult:
-    manager, subject, expression, with_back, seed, protocol, overwrite = args
-    return generate_item(manager, subject, expression, with_back, seed, protocol, overwrite)
+    manager, subject, expression, with_back, seed, protocol, overwrite, folder = args
+    return generate_item(manager, subject, expression, with_back, seed, protocol, overwrite, folder)
 
 
 def generate_observations(manager: DataManager, subjects: Sequence[int], seed: int = 0,
                           protocol: ObservationProtocol = ObservationProtocol(), workers: int = 1,
-                          overwrite: bool = False) -> Iterator[ItemResult]:
+                          overwrite: bool = False, shard: Optional[Tuple[int, int]] = None,
+                          claims: bool = True) -> Iterator[ItemResult]:
     """Generate observations for ``subjects`` into ``manager.single_view_dir``.
 
-    Yields one :class:`ItemResult` per scan (in order).
-    Finished scans are skipped unless ``overwrite``; failures are reported, not raised.
+    Yields one :class:`ItemResult` per scan (in order; only the scans of ``shard``, see
+    :func:`nphm.utils.batch.take_shard`). Finished scans are skipped unless ``overwrite``, so
+    are scans another worker has claimed; failures are reported, not raised, and every outcome
+    goes into the ledger ``single_view_dir/ledger``. Stale temporary files of killed writers
+    are removed first.
     """
+    folder = observations_folder(manager, claims)
+    folder.clean()
     items, failures = plan(manager, subjects)
+    for f in failures:
+        folder.ledger.record_result(f)
     yield from failures
-    jobs = [(manager, s, e, b, seed, protocol, overwrite) for s, e, b in items]
+    jobs = [(manager, s, e, b, seed, protocol, overwrite, folder) for s, e, b in take_shard(items, shard)]
     yield from run_jobs(_run, jobs, workers)

@@ -23,7 +23,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from nphm.checkpoints import available_epochs, load_state_dict_checked, read_checkpoint, save_checkpoint
+from nphm.checkpoints import (
+    available_epochs, load_state_dict_checked, newest_readable_checkpoint, read_checkpoint, save_checkpoint,
+)
 from nphm.training.config import CommonTrainingSettings, lr_at
 from nphm.training.data import iterate_epoch
 from nphm.training.distributed import DistInfo, all_reduce_gradients, all_reduce_sum, barrier, broadcast_module
@@ -31,7 +33,7 @@ from nphm.training.latents import LatentTable
 from nphm.training.losses import weighted_total
 from nphm.training.state import capture_rng, restore_rng
 from nphm.training.tracking import LossCSV, WandbLogger
-from nphm.utils.io import PathLike
+from nphm.utils.io import PathLike, remove_stale_temporaries
 
 #: Version of the extra checkpoint entries written by this trainer.
 TRAINER_STATE_VERSION = 1
@@ -142,14 +144,23 @@ class AutoDecoderTrainer:
     def resume(self) -> int:
         """Load the newest checkpoint (or ``training.ckpt``) of the experiment, if any.
 
+        A newest checkpoint that cannot be read (truncated) is passed over with a warning for the
+        newest readable one; temporary files of killed checkpoint writers are removed first.
+
         Returns:
             The first epoch still to train (0 without checkpoints).
         """
-        epochs = available_epochs(self.exp_dir)
-        if not epochs:
+        if self.dist.is_main:
+            for path in remove_stale_temporaries(self.exp_dir):
+                tqdm.write(f"removed the temporary file of a killed writer: {path}")
+        barrier(self.dist)
+        if not available_epochs(self.exp_dir):
             return 0
-        epoch = self.s.ckpt if self.s.ckpt is not None else epochs[-1]
-        ckpt = read_checkpoint(self.exp_dir, epoch)
+        if self.s.ckpt is not None:
+            epoch, ckpt = self.s.ckpt, read_checkpoint(self.exp_dir, self.s.ckpt)
+        else:
+            warn = tqdm.write if self.dist.is_main else (lambda message: None)
+            epoch, ckpt = newest_readable_checkpoint(self.exp_dir, lambda m: warn(f"warning: {m}"))
         source = f"{self.exp_dir}/checkpoints/checkpoint_epoch_{epoch}.tar"
         load_state_dict_checked(self.network, ckpt["decoder_state_dict"], source)
         for table, key, opt_key in ((self.latents, "latent_codes_state_dict", "optimizer_lat_state_dict"),
@@ -229,7 +240,8 @@ class AutoDecoderTrainer:
             stop_after: train at most this many epochs in this call, then write a checkpoint
                 and return (to split a run; re-running continues).
         Returns:
-            ``{"start_epoch", "last_epoch", "history": [per-epoch log rows]}``.
+            ``{"start_epoch", "last_epoch", "nepochs", "history": [per-epoch log rows]}``;
+            ``last_epoch < start_epoch`` when nothing was left to train.
         """
         start = self.resume()
         nepochs = self.s.nepochs
@@ -267,7 +279,7 @@ class AutoDecoderTrainer:
         finally:
             bar.close()
             logger.finish()
-        return {"start_epoch": start, "last_epoch": last, "history": history}
+        return {"start_epoch": start, "last_epoch": last, "nepochs": nepochs, "history": history}
 
     def _preview(self, epoch: int) -> None:
         if self.s.n_preview <= 0:
@@ -281,6 +293,15 @@ class AutoDecoderTrainer:
                 tqdm.write(f"epoch {epoch}: preview {png}")
         finally:
             self.network.train()
+
+
+def training_summary(result: Mapping[str, Any], exp_dir: PathLike) -> str:
+    """One line about what :meth:`AutoDecoderTrainer.train` did (its ``result``)."""
+    start, last, nepochs = result["start_epoch"], result["last_epoch"], result.get("nepochs")
+    if last < start:
+        return (f"nothing left to train: {exp_dir} already has all {nepochs} epochs "
+                f"(newest checkpoint: epoch {start - 1})")
+    return f"trained epochs {start}..{last} of {nepochs} -> {exp_dir}"
 
 
 def run_training(task: TrainingTask, settings: CommonTrainingSettings, exp_dir: PathLike, device: torch.device,
