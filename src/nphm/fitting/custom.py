@@ -566,8 +566,8 @@ def run_custom_fit(
 
     Args:
         refine_pose: refine the alignment in the fit (:mod:`nphm.fitting.pose`: the alignment is
-            the start ``pose=``, ``settings.pose`` enabled; with landmarks the scale stays theirs);
-            None: refine unless ``alignment`` is "none". The written transforms are then the refined ones (input -> nphm).
+            the start ``pose=``, ``settings.pose`` enabled); None: refine unless ``alignment``
+            is "none". The written transforms are then the refined ones (input -> nphm).
         neck_plane: with ``crop``, also drop points below this plane (``(origin, normal)``;
             :func:`nphm.fitting.crop.neck_plane_for`).
         identity_latent: (D_id,) a known identity latent: fit only the expression latents
@@ -597,11 +597,7 @@ def run_custom_fit(
         refine_pose = (alignment or ("landmarks" if landmark_files else "auto")) != "none"
     pose = None
     if refine_pose:
-        # landmarks fix the scale; refined in the fit, it drifts towards the mean head's size
-        # (it trades with the identity's size), so the fit refines only rotation and translation
-        by_landmarks = all(scan.landmarks is not None for scan in scans)
-        settings = settings.replace(pose=replace(settings.pose, enabled=True,
-                                                 fit_scale=settings.pose.fit_scale and not by_landmarks))
+        settings = settings.replace(pose=replace(settings.pose, enabled=True))
         observations = [s.points_kept_input for s in scans]
         pose = scans[0].transform if shared_transform else [s.transform for s in scans]
     else:
