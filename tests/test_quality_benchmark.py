@@ -118,3 +118,17 @@ def test_comparison_pictures_put_the_longer_list_across(tmp_path):
     assert Image.open(many).size == (3 * 320, 2 * 2 * 320)  # a column per scan, scans above fits
     assert Image.open(one).size == (2 * 320, 2 * 320)  # a column per source
     assert np.asarray(Image.open(one)).std() > 0
+
+
+def test_report_names_the_seed_and_source_of_the_dataset(tmp_path):
+    import json
+
+    from nphm.experiments.quality import dataset_origin
+
+    cfg = _config(tmp_path, "never")
+    assert dataset_origin(cfg) == f"synthetic, {cfg.dataset_source} heads, seed {cfg.dataset_seed}"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dataset.json").write_text(json.dumps({"synthetic": {"source": "ict", "seed": 3}}))
+    assert dataset_origin(cfg) == "synthetic, ict heads, seed 3"
+    (tmp_path / "data" / "dataset.json").write_text(json.dumps({"synthetic": {"seed": 1}}))
+    assert dataset_origin(cfg) == "synthetic, procedural heads, seed 1"

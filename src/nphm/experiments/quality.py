@@ -297,6 +297,19 @@ def _mean_seconds(r: MethodRun) -> str:
     return f"{sum(r.fit_seconds) / len(r.fit_seconds):.0f}" if r.fit_seconds else "-"
 
 
+def dataset_origin(cfg: QualityConfig) -> str:
+    """How the benchmark's dataset was made, from its description: ``"synthetic, ict heads, seed 3"``
+    (the config's seed and source when the description has no ``synthetic`` block)."""
+    import json
+
+    try:
+        synthetic = json.loads((Path(cfg.data_dir) / "dataset.json").read_text()).get("synthetic") or {}
+    except (OSError, ValueError):
+        synthetic = {}
+    source = synthetic.get("source", cfg.dataset_source if not synthetic else "procedural")
+    return f"synthetic, {source} heads, seed {synthetic.get('seed', cfg.dataset_seed)}"
+
+
 def write_report(cfg: QualityConfig, runs: Sequence[MethodRun], subjects: Sequence[int], n_scans: int,
                  pictures: Sequence[Path], failures: Sequence[str], seconds_total: float) -> Path:
     """``quality.md`` and ``quality.json`` in ``cfg.out_dir``."""
@@ -305,7 +318,7 @@ def write_report(cfg: QualityConfig, runs: Sequence[MethodRun], subjects: Sequen
     ev = cfg.evaluation
     lines = [
         "# Quality benchmark on held-out synthetic identities", "",
-        f"Dataset `{cfg.data_dir}` (synthetic, seed {cfg.dataset_seed}); test identities {list(subjects)} "
+        f"Dataset `{cfg.data_dir}` ({dataset_origin(cfg)}); test identities {list(subjects)} "
         f"(never used for training), {n_scans} scans with single-view observations (a frontal view per "
         "expression, plus a view from behind for the first). Every method fits the same point clouds; "
         f"evaluation: render-based sampling ({ev.n_views} views, image scale {ev.resolution_scale}, "
