@@ -238,8 +238,22 @@ def _evaluation_stage(world, rng, kills):
                        world["eval_seconds"], rng, kills,
                        lambda: shutil.rmtree(layout.evaluation_dir(results), ignore_errors=True))
     scans = _scans(world)
-    assert _metrics(results, scans) == _metrics(world["eval_ref"], scans)
+    _assert_metrics_close(_metrics(results, scans), _metrics(world["eval_ref"], scans))
     _assert_clean(results)
+
+
+def _assert_metrics_close(found: dict, expected: dict, rtol: float = 1e-6) -> None:
+    """The same scans and metric names, values equal up to float rounding (a rerun after a kill
+    may sample the ground truth in another process: differences of 1e-8 relative were seen)."""
+    assert found.keys() == expected.keys()
+    for key in expected:
+        for got, want in zip(found[key], expected[key]):
+            assert got.keys() == want.keys(), key
+            for name, value in want.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    assert abs(got[name] - value) <= rtol * max(1.0, abs(value)), (key, name, got[name], value)
+                else:
+                    assert got[name] == value, (key, name)
 
 
 STAGES = {"supervision": _supervision_stage, "training": _training_stage, "fitting": _fitting_stage,
