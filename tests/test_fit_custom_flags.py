@@ -203,3 +203,45 @@ def test_robust_fit_crops_at_the_neck(tmp_path, toy_models):
     kept = np.asarray(trimesh.load(str(out / "scan_aligned_points.ply"), process=False).vertices)
     expected = crop_head(scan, neck_plane=neck_plane_for(AnalyticHeadIdentity())).sum()
     assert len(kept) == expected < len(scan)
+
+
+def test_unit_guess_and_rescaling_about_the_centroid():
+    from nphm.data.frames import Similarity
+    from nphm.fitting.custom import _at_unit_scale, guess_unit
+
+    assert guess_unit(0.004 * 0.85) == "mm" and guess_unit(0.04 * 1.2) == "cm" and guess_unit(4.0 / 1.1) == "m"
+    assert guess_unit(0.004 * 1.4) is None and guess_unit(0.004 / 1.3) is None  # no unit within 25 %
+    pts = np.random.default_rng(0).normal(size=(50, 3)) * 80.0 + 300.0
+    T = Similarity(0.0042, TRUE.rotation, np.array([0.3, -0.1, 0.2]))
+    U = _at_unit_scale(T, 0.004, pts)
+    assert U.scale == 0.004 and np.array_equal(U.rotation, T.rotation)
+    np.testing.assert_allclose(U.apply(pts.mean(0, keepdims=True)), T.apply(pts.mean(0, keepdims=True)), atol=1e-12)
+    # every other point moves towards that centroid image by the scale ratio
+    np.testing.assert_allclose(U.apply(pts) - U.apply(pts.mean(0, keepdims=True)),
+                               (T.apply(pts) - T.apply(pts.mean(0, keepdims=True))) * (0.004 / 0.0042), atol=1e-12)
+
+
+@pytest.mark.parametrize("with_landmarks", [True, False])
+def test_declared_unit_keeps_the_head_size(tmp_path, with_landmarks):
+    """A head 10 % larger than the model's mean in mm: with --units mm the alignment keeps the
+    unit's scale exactly; size="estimate" brings the head towards the mean head's size."""
+    from nphm.data.frames import Similarity
+
+    big = Similarity(1.1, np.eye(3), np.zeros(3))  # the larger head, nphm frame
+    surface = head(n=4000, seed=1)
+    scan = big.apply(head(frontal=True, n=6000, seed=2))
+    np.save(tmp_path / "scan.npy", TRUE.invert(scan))
+    lm_args = {}
+    if with_landmarks:
+        ref = surface[:40]
+        np.save(tmp_path / "ref.npy", ref)
+        np.save(tmp_path / "lm.npy", TRUE.invert(big.apply(ref)))
+        lm_args = dict(landmark_files=[tmp_path / "lm.npy"], reference_file=tmp_path / "ref.npy")
+    kept, estimated = (align_scans(AnalyticHeadIdentity(), [tmp_path / "scan.npy"], units="mm", size=size, **lm_args)[0]
+                       for size in ("auto", "estimate"))
+    assert kept.transform.scale == 0.004 and kept.scale_source == "unit"
+    assert estimated.scale_source == "estimated" and estimated.transform.scale < 0.004 / 1.03
+    if with_landmarks:  # the landmarks' rotation at the unit's scale (the pose of the automatic
+        # alignment at a kept scale is checked on the ICT heads, tests/test_fit_custom_poses.py: the
+        # analytic toy head scaled by 1.1 is nearly front-back symmetric)
+        assert errors(kept.transform)[0] < 1.0

@@ -12,8 +12,16 @@ model's (nphm) frame by a similarity:
   * without landmarks (--alignment auto): a pose search from every orientation (upright, lying,
     facing any side): ICP to the model's mean head from 84 starts, the best candidates refined
     and ranked by the identity model; it prints how confident it is and draws
-    {name}_alignment.png. --units fixes the scale (default: estimated, any unit);
+    {name}_alignment.png;
   * --alignment none: the points are already in the nphm frame (identity transform).
+
+Size: with --units (mm, cm, m) the scale is the unit's and the alignment (and the pose refined
+in the fit) only rotates and moves the scan, so the fitted head keeps its real size. Without
+--units the scale is estimated; within 25 % of a unit's it is taken as that unit (the scan at
+its real size, as above), else the estimate stays, which brings the head to about the model's
+mean size (points at an arbitrary scale cannot tell a large head from a mean one; the fit in
+your scan's own frame, {name}_input_frame.ply, still follows the scan). --size estimate always
+estimates it (a scan whose unit is not calibrated).
 
 Landmark formats (--landmark_format, default: from the number of rows): 68 iBUG, 51 (iBUG
 without the jaw line), 39 NPHM anchors; their reference positions come from the models folder
@@ -72,8 +80,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "number of rows (default: %(default)s). The reference comes from the models folder's "
                         "landmarks_reference.json (--experiment_dir), else the dataset's mean (68/51)")
     p.add_argument("--units", default="auto", choices=["auto", "mm", "cm", "m", "nphm"],
-                   help="unit of the scans: the scale without landmarks, checked against the landmarks' scale "
-                        "with them (default: guessed from the size; m for --depth)")
+                   help="unit of the scans: the scale of the alignment (the head keeps its real size), checked "
+                        "against the landmarks' scale with them (default: guessed from the size; m for --depth)")
+    p.add_argument("--size", default="auto", choices=["auto", "unit", "estimate"],
+                   help="scale of the alignment: unit (the declared --units: real size), estimate (from the "
+                        "landmarks or the pose search: the mean head's size); auto: the declared unit, else the "
+                        "unit guessed from the estimate when it lies within 25%% of one (default: %(default)s)")
     p.add_argument("--reference_landmarks", type=Path, default=None,
                    help="(L, 3) .npy: where your L landmarks lie on the mean head, nphm frame (overrides the "
                         "models folder's reference)")
@@ -190,7 +202,7 @@ def main(argv=None) -> int:
             resolution=args.resolution, seed=args.seed, clouds=clouds, landmark_format=args.landmark_format,
             models_dir=args.experiment_dir, alignment=args.alignment, refine_pose=args.refine_pose,
             neck_plane=neck, checks=True, force=args.force, identity_latent=z_id, sequence=args.sequence,
-            smoothness=args.smoothness, log=print,
+            smoothness=args.smoothness, log=print, size=args.size,
         )
     except (FileNotFoundError, ValueError) as e:  # AlignmentCheckError is a ValueError
         print(f"error: {e}", file=sys.stderr)

@@ -193,7 +193,7 @@ def check_landmarks(
         source: the landmark file's name, for the messages.
     Returns:
         the results: "landmark residual" (``value``: RMS mm) and, with ``unit``, "landmark scale"
-        (``value``: Umeyama scale / the unit's scale).
+        (``value``: the landmarks' Umeyama scale / the unit's scale, whatever scale ``transform`` has).
     Raises:
         AlignmentCheckError: residual above :data:`LANDMARK_ERROR_MM` or scale off, unless ``force``.
     """
@@ -201,7 +201,12 @@ def check_landmarks(
     ref = np.asarray(reference, dtype=np.float64)
     if lm.shape != ref.shape:
         raise ValueError(f"{source}: {len(lm)} landmarks but the reference has {len(ref)}")
-    T = umeyama(lm, ref, with_scale=True) if transform is None else transform
+    free = umeyama(lm, ref, with_scale=True)  # the landmarks' own scale
+    T = free if transform is None else transform
+    lo, hi = LANDMARK_SCALE_BAND
+    scale_ratio = None if unit is None else float(free.scale / UNIT_TO_NPHM[unit])
+    if scale_ratio is not None and not lo <= scale_ratio <= hi:
+        T = free  # the unit is wrong (reported below): judge the order at the landmarks' own scale
     d = residuals_mm(lm, ref, T)
     rms = _rms(d)
     known = fmt in FORMAT_ORDERS
@@ -230,14 +235,14 @@ def check_landmarks(
                          "file of their positions (worst: " + ", ".join(f"#{i} {d[i]:.0f} mm" for i in worst) + ")")
         result = CheckResult("landmark residual", severity, rms, f"{head}: " + "; ".join(hints))
     results = [_report(result, force)]
-    if unit is not None:
-        ratio = float(T.scale / UNIT_TO_NPHM[unit])
-        lo, hi = LANDMARK_SCALE_BAND
+    if scale_ratio is not None:
+        # the landmarks' own scale (the alignment may have kept the unit's)
+        free_scale, ratio = free.scale, scale_ratio
         if lo <= ratio <= hi:
             results.append(CheckResult("landmark scale", "ok", ratio))
         else:
-            implied = _closest_unit(T.scale)
-            msg = (f"{source}: the landmarks give a scale of {T.scale:.3g} nphm units per input unit, "
+            implied = _closest_unit(free_scale)
+            msg = (f"{source}: the landmarks give a scale of {free_scale:.3g} nphm units per input unit, "
                    f"{ratio:.3g}x that of the declared unit {unit} ({UNIT_TO_NPHM[unit]:g}): "
                    f"are the landmarks (or the scan) in {UNIT_NAMES.get(implied, implied)}? pass --units {implied}")
             results.append(_report(CheckResult("landmark scale", "error", ratio, msg), force))

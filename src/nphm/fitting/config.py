@@ -28,8 +28,8 @@ from nphm.utils.io import PathLike
 
 
 #: Sections of the config that :attr:`FittingConfig.layout` follows key by key (the others are
-#: written whole): the ``fitting`` block and its ``broyden`` settings.
-_NESTED: Dict[str, Any] = {"fitting": {"broyden": {}}}
+#: written whole): the ``fitting`` block and its ``broyden`` and ``pose`` settings.
+_NESTED: Dict[str, Any] = {"fitting": {"broyden": {}, "pose": {}}}
 
 
 def _skeleton(mapping: Mapping[str, Any], nested: Mapping[str, Any]) -> Dict[str, Any]:

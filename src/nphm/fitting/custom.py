@@ -12,6 +12,14 @@ similarity per scan, or one shared by all scans):
   confidence (margin between the two best poses, residual); the scale comes from the declared
   unit or, with ``units="auto"``, is estimated (any unit). ``{name}_alignment.png`` shows it.
 
+Scale: with a declared unit (``units="mm"`` ...) the similarity's scale is the unit's and only
+rotation and translation are estimated, so the head keeps its own size (the nphm frame is
+metric: 250 mm per unit). With ``units="auto"`` the scale is estimated; when it lies within
+25 % of a unit's (:func:`guess_unit`), the scan is taken as in that unit at the head's real size
+and treated as above. Otherwise (or with ``size="estimate"``) the estimate stays, which brings
+every head to about the model's mean size: points in an arbitrary scale do not tell a large head
+from a mean one.
+
 Landmark files may be 68 iBUG, 51 (without the jaw line) or 39 NPHM anchors
 (:mod:`nphm.fitting.landmarks`, format from the count or given); their reference comes from the
 models folder's ``landmarks_reference.json`` (``models_dir``). ``alignment="none"`` takes points
@@ -213,6 +221,9 @@ class AlignedScan:
     landmarks: Optional[Tuple[np.ndarray, np.ndarray]] = None
     #: :meth:`nphm.fitting.auto_pose.AutoPose.summary` of an automatic alignment
     summary: str = ""
+    #: where the scale came from: "unit" (declared, trusted: the head's own size), "estimated"
+    #: (landmarks or the pose search: about the mean head's size), "none" (no alignment)
+    scale_source: str = "estimated"
 
     @property
     def mm_per_unit(self) -> float:
@@ -227,6 +238,23 @@ class AlignedScan:
 
 #: Alignment methods of :func:`align_scans` (None: "landmarks" with landmark files, else "auto").
 ALIGNMENTS = ("auto", "landmarks", "none")
+#: Where the scale of the alignment comes from (``size`` of :func:`align_scans`).
+SIZES = ("auto", "unit", "estimate")
+#: Without a declared unit (``size="auto"``), an estimated scale within this factor of a unit's
+#: is taken as that unit at the head's real size (units lie 4-10x apart, heads within +-15 %).
+UNIT_GUESS_FACTOR = 1.25
+
+
+def guess_unit(scale: float, factor: float = UNIT_GUESS_FACTOR) -> Optional[str]:
+    """The unit of :data:`UNIT_TO_NPHM` whose scale lies within ``factor`` of ``scale``, or None."""
+    unit = min(UNIT_TO_NPHM, key=lambda u: abs(np.log(scale / UNIT_TO_NPHM[u])))
+    return unit if abs(np.log(scale / UNIT_TO_NPHM[unit])) <= np.log(factor) else None
+
+
+def _at_unit_scale(T: Similarity, unit_scale: float, points: np.ndarray) -> Similarity:
+    """``T`` with the scale ``unit_scale``, mapping the centroid of ``points`` to the same place."""
+    c = np.asarray(points, dtype=np.float64).mean(0)
+    return Similarity(unit_scale, T.rotation, T.apply(c[None])[0] - unit_scale * T.rotation @ c)
 
 
 def _landmark_reference(identity: nn.Module, lm: np.ndarray, source: str, landmark_format: str,
@@ -299,6 +327,8 @@ def align_scans(
     neck_plane=None,
     checks: bool = False,
     force: bool = False,
+    size: str = "auto",
+    refine_landmark_pose: bool = True,
 ) -> List[AlignedScan]:
     """Read the scans and estimate their similarity to the nphm frame (see the module docstring).
 
@@ -321,6 +351,17 @@ def align_scans(
         checks: run :func:`nphm.fitting.checks.check_alignment` on every aligned scan (before
             the crop); refused alignments raise :class:`nphm.fitting.checks.AlignmentCheckError`
             unless ``force`` (then a warning, recorded in ``check_messages``).
+        size: where the similarity's scale comes from: "unit" (the declared unit's: the head
+            keeps its own size; landmarks and the automatic search fit rotation and translation
+            only), "estimate" (from the landmarks or the search: every head is brought to about
+            the model's mean size, which is all that points in an unknown unit allow), "auto":
+            "unit" when ``units`` is declared; without, the estimated scale, or the scale of the
+            unit it lies within :data:`UNIT_GUESS_FACTOR` of (:func:`guess_unit`: a scan in mm,
+            cm or m at the head's real size) (:data:`SIZES`).
+        refine_landmark_pose: refine the landmarks' similarity by the identity model
+            (:func:`nphm.fitting.auto_pose.refine_pose_with_model`, as the automatic alignment's
+            best pose): the landmarks' Umeyama to the mean landmarks places a head that is not
+            the mean head a few mm off.
     """
     if units != "auto" and units not in UNIT_TO_NPHM:
         raise ValueError(f"unknown unit {units!r}; use auto or one of {sorted(UNIT_TO_NPHM)}")
@@ -329,6 +370,12 @@ def align_scans(
         raise ValueError(f"unknown alignment {alignment!r}; use one of {', '.join(ALIGNMENTS)}")
     if alignment == "landmarks" and not landmark_files:
         raise ValueError("alignment 'landmarks' needs landmark files")
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; use one of {', '.join(SIZES)}")
+    if size == "unit" and units == "auto" and alignment != "none":
+        raise ValueError("size 'unit' needs a declared unit (units mm, cm, m ...)")
+    keep_scale = units != "auto" and size != "estimate"
+    guess = units == "auto" and size == "auto"  # a unit guessed from the estimated scale
     if clouds is not None:
         scans = [(Path(src), check_points(np.asarray(p, dtype=np.float64), str(src), min_points=10))
                  for _, src, p in clouds]
@@ -356,9 +403,10 @@ def align_scans(
     check_args: List[dict] = []
     landmark_pairs: List[Optional[Tuple[np.ndarray, np.ndarray]]] = []
     summaries: List[str] = []
+    scale_sources: List[str] = []
     for i, (path, pts) in enumerate(scans):
         if shared_transform and i > 0:
-            for values in (transforms, records, unit_used, check_args, landmark_pairs, summaries):
+            for values in (transforms, records, unit_used, check_args, landmark_pairs, summaries, scale_sources):
                 values.append(values[0])
             methods.append(methods[0] + " (shared)")
             continue
@@ -366,6 +414,7 @@ def align_scans(
         summaries.append("")
         if alignment == "none":
             transforms.append(Similarity.identity())
+            scale_sources.append("none")
             methods.append("none (points already in the nphm frame)")
             records.append(None)
             unit_used.append("nphm" if units == "auto" else units)
@@ -377,12 +426,34 @@ def align_scans(
             lm = check_points(read_landmark_array(lm_path), f"{lm_path} (landmarks)", min_points=3)
             target, fmt = _landmark_reference(identity, lm, str(lm_path), landmark_format, ref, models_dir,
                                               dataset_mean_68)
-            transforms.append(umeyama(lm, target, with_scale=True))
-            methods.append(f"landmarks ({len(lm)}{'' if fmt is None else ', format ' + fmt}, Umeyama)")
-            records.append({"method": methods[-1],
-                            "rms_nphm": float(np.sqrt(((transforms[-1].apply(lm) - target) ** 2).sum(1).mean()))})
+            from nphm.fitting.checks import LANDMARK_SCALE_BAND
+
+            T_lm = umeyama(lm, target, with_scale=True)
+            guessed = guess_unit(T_lm.scale) if guess else None
+            unit_scale = UNIT_TO_NPHM[units] if keep_scale else (UNIT_TO_NPHM[guessed] if guessed else None)
+            # a unit the landmarks contradict is refused by the checks; forced, their scale is used
+            scan_keeps = unit_scale is not None and (
+                LANDMARK_SCALE_BAND[0] <= T_lm.scale / unit_scale <= LANDMARK_SCALE_BAND[1])
+            if scan_keeps:
+                rigid = umeyama(lm * unit_scale, target, with_scale=False)
+                T_lm = Similarity(unit_scale, rigid.rotation, rigid.translation)
+            rms = float(np.sqrt(((T_lm.apply(lm) - target) ** 2).sum(1).mean()))
+            method = (f"landmarks ({len(lm)}{'' if fmt is None else ', format ' + fmt}, Umeyama"
+                      f"{', scale of the unit ' + (guessed or units) if scan_keeps else ''}"
+                      f"{' (guessed from the size)' if scan_keeps and guessed else ''}")
+            if refine_landmark_pose:
+                from nphm.fitting.auto_pose import refine_pose_with_model
+
+                # the mean landmarks place a head that is not the mean head a few mm off
+                T_lm, _, _, _ = refine_pose_with_model(identity, pts, T_lm, fit_scale=not scan_keeps, seed=seed)
+                method += ", refined by the model"
+            transforms.append(T_lm)
+            scale_sources.append("unit" if scan_keeps else "estimated")
+            methods.append(method + ")")
+            records.append({"method": methods[-1], "rms_nphm": rms,
+                            "rms_after_nphm": float(np.sqrt(((T_lm.apply(lm) - target) ** 2).sum(1).mean()))})
             landmark_pairs[-1] = (lm, target)
-            unit_used.append(None if units == "auto" else units)
+            unit_used.append(guessed if units == "auto" else units)
             check_args.append(dict(landmarks=lm, reference=target, transform=transforms[-1], fmt=fmt,
                                    unit=None if units == "auto" else units))
         else:
@@ -393,12 +464,23 @@ def align_scans(
             declared = None if units == "auto" else units
             if checks and not force and declared is not None:
                 _refuse_size_before_icp(pts, UNIT_TO_NPHM[declared], mean_head, declared, False, path.name)
-            result = auto_pose(pts, mean_head, identity, unit=declared, seed=seed)
-            transforms.append(result.transform)
+            result = auto_pose(pts, mean_head, identity, unit=declared, seed=seed, keep_unit_scale=keep_scale)
+            T_auto, guessed = result.transform, guess_unit(result.transform.scale) if guess else None
+            if guessed:  # a unit at the head's real size: its scale, the pose refined again at it
+                from nphm.fitting.auto_pose import refine_pose_with_model
+
+                T_auto, _, _, _ = refine_pose_with_model(
+                    identity, pts, _at_unit_scale(T_auto, UNIT_TO_NPHM[guessed], pts), result.settings,
+                    fit_scale=False, seed=seed)
+            transforms.append(T_auto)
+            scale_sources.append("unit" if keep_scale or guessed else "estimated")
             methods.append(f"automatic (pose search scored by the {result.scored_by}, unit {result.unit}"
-                           f"{' estimated' if declared is None else ''})")
+                           f"{' estimated' if declared is None else ''}"
+                           f"{', scale of the unit' if keep_scale or guessed else ''}"
+                           f"{' (guessed from the size)' if guessed else ''})")
             records.append(result.to_dict())
-            summaries[-1] = result.summary()
+            summaries[-1] = result.summary() + (f"; taken as {guessed} at the head's real size (scale "
+                                                f"{UNIT_TO_NPHM[guessed]:g})" if guessed else "")
             unit_used.append(result.unit)
             check_args.append(dict(unit=result.unit, unit_guessed=declared is None))
     mean_extent = None
@@ -409,8 +491,9 @@ def align_scans(
             mean_head = mean_head_target(identity, seed=seed)
         mean_extent = head_extent(mean_head.points)
     out = []
-    for (path, pts), name, T, method, record, unit, cargs, pair, summary in zip(
-            scans, names, transforms, methods, records, unit_used, check_args, landmark_pairs, summaries):
+    for (path, pts), name, T, method, record, unit, cargs, pair, summary, scale_source in zip(
+            scans, names, transforms, methods, records, unit_used, check_args, landmark_pairs, summaries,
+            scale_sources):
         aligned = T.apply(pts)
         messages: List[str] = []
         if checks:
@@ -433,7 +516,8 @@ def align_scans(
         if len(aligned) < 10:
             raise ValueError(f"{path}: only {len(aligned)} points lie in the model's box after alignment "
                              f"({method}); check the landmarks / units")
-        out.append(AlignedScan(name, path, pts, T, aligned, method, unit, keep, messages, record, pair, summary))
+        out.append(AlignedScan(name, path, pts, T, aligned, method, unit, keep, messages, record, pair, summary,
+                               scale_source))
     return out
 
 
@@ -559,6 +643,8 @@ def run_custom_fit(
     sequence: bool = False,
     smoothness: float = 0.0,
     log: Optional[Callable[[str], None]] = None,
+    size: str = "auto",
+    refine_landmark_pose: bool = True,
 ) -> CustomFitOutputs:
     """Align, check, crop, fit (jointly when a deformation model is given, else identity only) and write.
 
@@ -576,6 +662,9 @@ def run_custom_fit(
             (needs ``identity_latent``) with smoothness weight ``smoothness``.
         log: called with one line per scan once it is aligned (how, and the automatic
             alignment's confidence), before the fit starts.
+        size: where the alignment's scale comes from (:func:`align_scans`); with the declared
+            unit's scale, the pose refined in the fit keeps it too (rotation and translation).
+        refine_landmark_pose: see :func:`align_scans`.
     """
     from dataclasses import replace
 
@@ -589,7 +678,7 @@ def run_custom_fit(
     scans = align_scans(identity, point_files, landmark_files, units, reference_file, dataset_mean_68,
                         shared_transform, box, mean_head, seed=seed, clouds=clouds, landmark_format=landmark_format,
                         models_dir=models_dir, alignment=alignment, neck_plane=neck_plane, checks=checks,
-                        force=force)
+                        force=force, size=size, refine_landmark_pose=refine_landmark_pose)
     if log is not None:
         for scan in scans:
             log(f"{scan.name}: {scan.summary or scan.method}")
@@ -597,7 +686,9 @@ def run_custom_fit(
         refine_pose = (alignment or ("landmarks" if landmark_files else "auto")) != "none"
     pose = None
     if refine_pose:
-        settings = settings.replace(pose=replace(settings.pose, enabled=True))
+        # a trusted unit's scale is the head's own size: the fit refines rotation and translation
+        fit_scale = settings.pose.fit_scale and any(s.scale_source != "unit" for s in scans)
+        settings = settings.replace(pose=replace(settings.pose, enabled=True, fit_scale=fit_scale))
         observations = [s.points_kept_input for s in scans]
         pose = scans[0].transform if shared_transform else [s.transform for s in scans]
     else:
@@ -629,6 +720,7 @@ def run_custom_fit(
         "alignment": [s.method for s in scans],
         "transforms_input_to_nphm": {s.name: s.transform.to_dict() for s in scans},
         "pose_refined": bool(refine_pose),
+        "scale": {s.name: s.scale_source for s in scans},
         "surface_loss": settings.surface_loss,
         "robust_scale": settings.robust_scale if settings.surface_loss != "l1" else None,
         "neck_crop": neck_plane is not None and crop,

@@ -117,24 +117,7 @@ class DeepSDF(nn.Module):
         Returns:
             (B, N, out_dim)
         """
-        if lat.dim() != 2 or lat.shape[-1] != self.lat_dim:
-            raise ValueError(f"expected latent of shape (B, {self.lat_dim}), got {tuple(lat.shape)}")
-        c0, cs = self.latent_biases(lat)
-        inv_sqrt2 = 1.0 / math.sqrt(2.0)
-        x_dim = self.input_dim
-        h = None
-        for layer, lin in enumerate(self.layers()):
-            if layer == 0:
-                h = F.linear(xyz, lin.weight[:, :x_dim]) + c0[:, None, :]
-            elif layer == self.skip:
-                n_h = lin.in_features - self.d_in
-                h = (F.linear(h, lin.weight[:, :n_h]) + F.linear(xyz, lin.weight[:, n_h:n_h + x_dim])) * inv_sqrt2
-                h = h + cs[:, None, :]
-            else:
-                h = lin(h)
-            if layer < self.nlayers:
-                h = F.softplus(h, beta=SOFTPLUS_BETA)
-        return h
+        return self._evaluate(xyz, lat, with_jacobian=False)[0]
 
     def forward_with_jacobian(
         self, xyz: torch.Tensor, lat: torch.Tensor, tangent_dtype: Optional[torch.dtype] = None
@@ -150,34 +133,45 @@ class DeepSDF(nn.Module):
             ``(out (B, N, out_dim), jac (B, N, out_dim, 3))`` with ``jac[b, n, i, j] = d out_i / d xyz_j``.
             ``out`` carries the autograd graph as :meth:`forward` does; ``jac`` is detached.
         """
+        h, tangent = self._evaluate(xyz, lat, with_jacobian=True, tangent_dtype=tangent_dtype)
+        return h, tangent.transpose(-1, -2).to(h.dtype)
+
+    def _evaluate(self, xyz: torch.Tensor, lat: torch.Tensor, with_jacobian: bool,
+                  tangent_dtype: Optional[torch.dtype] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The layer loop of :meth:`forward` and, with ``with_jacobian``, the forward-mode
+        tangents ``(B, N, 3, width)`` (row j: d h / d xyz_j) carried along without a graph."""
         if lat.dim() != 2 or lat.shape[-1] != self.lat_dim:
             raise ValueError(f"expected latent of shape (B, {self.lat_dim}), got {tuple(lat.shape)}")
         c0, cs = self.latent_biases(lat)
         inv_sqrt2 = 1.0 / math.sqrt(2.0)
         x_dim = self.input_dim
         h = None
-        tangent = None  # (B, N, 3, width): d h / d xyz_j in row j
+        tangent = None
         for layer, lin in enumerate(self.layers()):
             weight = lin.weight.detach()
             if layer == 0:
                 h = F.linear(xyz, lin.weight[:, :x_dim]) + c0[:, None, :]
-                tangent = weight[:, :x_dim].T.to(tangent_dtype or xyz.dtype).expand(*xyz.shape[:-1], x_dim, -1)
+                if with_jacobian:
+                    tangent = weight[:, :x_dim].T.to(tangent_dtype or xyz.dtype).expand(*xyz.shape[:-1], x_dim, -1)
             elif layer == self.skip:
                 n_h = lin.in_features - self.d_in
                 h = (F.linear(h, lin.weight[:, :n_h]) + F.linear(xyz, lin.weight[:, n_h:n_h + x_dim])) * inv_sqrt2
                 h = h + cs[:, None, :]
-                with torch.no_grad():
-                    skip_x = weight[:, n_h:n_h + x_dim].T.to(tangent.dtype)
-                    tangent = (_tangent_linear(tangent, weight[:, :n_h]) + skip_x) * inv_sqrt2
+                if with_jacobian:
+                    with torch.no_grad():
+                        skip_x = weight[:, n_h:n_h + x_dim].T.to(tangent.dtype)
+                        tangent = (_tangent_linear(tangent, weight[:, :n_h]) + skip_x) * inv_sqrt2
             else:
                 h = lin(h)
-                with torch.no_grad():
-                    tangent = _tangent_linear(tangent, weight)
+                if with_jacobian:
+                    with torch.no_grad():
+                        tangent = _tangent_linear(tangent, weight)
             if layer < self.nlayers:
-                with torch.no_grad():
-                    # d softplus_beta(h) / dh = sigmoid(beta h), and 1 on softplus's linear branch
-                    scaled = h.detach() * SOFTPLUS_BETA
-                    slope = torch.where(scaled > SOFTPLUS_THRESHOLD, 1.0, torch.sigmoid(scaled))
-                    tangent = tangent * slope.to(tangent.dtype)[..., None, :]
+                if with_jacobian:
+                    with torch.no_grad():
+                        # d softplus_beta(h) / dh = sigmoid(beta h), and 1 on softplus's linear branch
+                        scaled = h.detach() * SOFTPLUS_BETA
+                        slope = torch.where(scaled > SOFTPLUS_THRESHOLD, 1.0, torch.sigmoid(scaled))
+                        tangent = tangent * slope.to(tangent.dtype)[..., None, :]
                 h = F.softplus(h, beta=SOFTPLUS_BETA)
-        return h, tangent.transpose(-1, -2).to(h.dtype)
+        return h, tangent
