@@ -120,7 +120,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cfg_file", type=Path, default=paths.CONFIGS / "fitting_nphm_cpu.yaml",
                    help="fitting config naming the models (default: %(default)s, the shipped CPU models; "
                         "configs/fitting_nphm.yaml with --experiment_dir for the official ones)")
-    p.add_argument("--steps", type=int, default=None, help="override fitting.steps of the config")
+    p.add_argument("--steps", type=int, default=None, help="override fitting.steps of the config (release steps)")
+    p.add_argument("--step_scale", type=float, default=None,
+                   help="override fitting.step_scale: the fit runs int(steps * step_scale) optimisation steps over "
+                        "the whole schedule (the CPU config: 1000 x 0.3 = 300; 0.15 halves the fitting time)")
     p.add_argument("--resolution", type=int, default=256, help="marching-cubes grid per axis (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: FITTING_DIR/custom/<name>)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, auto (default: %(default)s)")
@@ -160,6 +163,8 @@ def main(argv=None) -> int:
         cfg = fio.load_fitting_config(args.cfg_file)
         if args.steps is not None:
             cfg = cfg.with_steps(args.steps)
+        if args.step_scale is not None:
+            cfg = cfg.with_settings(step_scale=args.step_scale)
         settings = cfg.settings
         if args.robust:
             settings = robust_settings(settings)
