@@ -245,3 +245,11 @@ def test_declared_unit_keeps_the_head_size(tmp_path, with_landmarks):
         # alignment at a kept scale is checked on the ICT heads, tests/test_fit_custom_poses.py: the
         # analytic toy head scaled by 1.1 is nearly front-back symmetric)
         assert errors(kept.transform)[0] < 1.0
+
+
+def test_size_options_are_checked(tmp_path):
+    np.save(tmp_path / "scan.npy", TRUE.invert(head(frontal=True, n=2000, seed=2)))
+    with pytest.raises(ValueError, match="size 'unit' needs a declared unit"):
+        align_scans(AnalyticHeadIdentity(), [tmp_path / "scan.npy"], units="auto", size="unit")
+    with pytest.raises(ValueError, match="unknown size 'huge'"):
+        align_scans(AnalyticHeadIdentity(), [tmp_path / "scan.npy"], units="mm", size="huge")
