@@ -253,3 +253,19 @@ def test_size_options_are_checked(tmp_path):
         align_scans(AnalyticHeadIdentity(), [tmp_path / "scan.npy"], units="auto", size="unit")
     with pytest.raises(ValueError, match="unknown size 'huge'"):
         align_scans(AnalyticHeadIdentity(), [tmp_path / "scan.npy"], units="mm", size="huge")
+
+
+def test_command_line_fitting_settings():
+    from nphm.cli.fit_custom import SCAN_POINTS_PER_DRAW, fitting_config, parse_args
+
+    base = fio.load_fitting_config(CFG).settings
+    cfg = fitting_config(parse_args(["--points", "scan.ply", "--cfg_file", str(CFG)])).settings
+    assert cfg.points_per_observation == SCAN_POINTS_PER_DRAW != base.points_per_observation
+    assert (cfg.broyden.implicit_jacobian, cfg.broyden.jacobian) == ("broyden", "forward_bf16")
+    assert cfg.broyden.max_iters == base.broyden.max_iters and cfg.n_iterations == base.n_iterations
+    exact = fitting_config(parse_args(["--points", "scan.ply", "--cfg_file", str(CFG), "--exact_jacobians",
+                                       "--points_per_observation", "500", "--step_scale", "0.1"])).settings
+    assert exact.broyden == base.broyden and exact.points_per_observation == 500
+    assert exact.n_iterations == 100
+    with pytest.raises(ValueError, match="points_per_observation must be >= 1"):
+        fitting_config(parse_args(["--points", "scan.ply", "--cfg_file", str(CFG), "--points_per_observation", "0"]))

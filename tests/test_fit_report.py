@@ -82,6 +82,13 @@ def test_vertex_errors_mark_what_the_scan_does_not_see():
     assert observed[z > 0.05].all() and not observed[z < -0.05].any()
     assert np.isnan(d_mm[~observed]).all()
     assert np.median(d_mm[observed]) == pytest.approx(3.0, abs=0.3)
+    # the summary's distances and feet give the same errors without a second closest-point pass
+    pts = shell_points(3.0, front_only=True)
+    summary = distance_summary(pts, mesh, MM)
+    np.testing.assert_allclose(np.linalg.norm(summary["feet"] - pts, axis=1) * MM, summary["per_point_mm"], rtol=1e-9)
+    again, seen = vertex_errors(mesh, pts, MM, summary=summary)
+    np.testing.assert_array_equal(seen, observed)
+    np.testing.assert_allclose(again[seen], d_mm[observed], rtol=1e-9)
 
 
 def test_error_colours_follow_the_fixed_scale():

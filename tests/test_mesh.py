@@ -222,3 +222,32 @@ def test_coarse_resolution_does_not_change_mesh():
     for coarse in (3, 9, 17, 64):
         mesh = extract_mesh(fn, bmin, bmax, 64, coarse_resolution=coarse, device="cpu")
         np.testing.assert_array_equal(mesh.vertices, ref.vertices)
+
+
+def test_refinement_is_per_child_cell():
+    """A cell's child is refined only when the cell corner it touches is within the bound of one
+    child diagonal: the finest lattice points evaluated lie within (bound + 1) voxel diagonals of
+    a distance field's surface (refining whole cells would reach (bound + 2) diagonals)."""
+    centre, radius = (0.05, 0.1, -0.2), 0.3
+    fn = sphere_sdf(centre, radius)
+    seen = []
+
+    def recording(p):
+        seen.append(p.clone())
+        return fn(p)
+
+    res = 97  # res - 1 = 96: the coarse lattices need no padding
+    lipschitz, margin = 2.0, 1.5
+    mesh = extract_mesh(recording, FIT_MIN, FIT_MAX, res, lipschitz=lipschitz, safety_margin=margin, device="cpu")
+    dense = extract_mesh(fn, FIT_MIN, FIT_MAX, res, mode="dense", device="cpu")
+    np.testing.assert_array_equal(mesh.faces, dense.faces)
+    pts = torch.cat(seen).double()
+    spacing = (torch.tensor(FIT_MAX, dtype=torch.float64) - torch.tensor(FIT_MIN, dtype=torch.float64)) / (res - 1)
+    idx = torch.round((pts - torch.tensor(FIT_MIN, dtype=torch.float64)) / spacing).long()
+    finest = (idx % 2 == 1).any(dim=1)  # not on the step-2 lattice
+    dist = ((pts - torch.tensor(centre, dtype=torch.float64)).norm(dim=-1) - radius).abs()
+    diag = float(spacing.norm())
+    assert finest.sum() > 1000
+    assert dist[finest].max() <= (lipschitz * margin + 1) * diag * (1 + 1e-4)
+    # and the shell really is used up to near that distance (the bound is not vacuous)
+    assert dist[finest].max() > (lipschitz * margin) * diag

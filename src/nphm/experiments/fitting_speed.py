@@ -20,7 +20,7 @@ root finding, implicit correction, loss, backward.
   during a fit), whose cache holds the roots of the ``warm_steps`` fitting steps run before.
 
 A third timing of ours, "ours_fast", uses the approximate Jacobians
-(:func:`fast_broyden`: Broyden's last inverse-Jacobian estimate in the implicit step instead of
+(:meth:`BroydenSettings.approximate`: Broyden's last inverse-Jacobian estimate in the implicit step instead of
 the exact one at the roots, bfloat16 tangents for the Jacobian at the observations); its roots
 and loss are the same, its latent gradients differ by what the benchmark prints.
 
@@ -53,7 +53,7 @@ from nphm.fitting.implicit import ForwardDeformation, RootCache, find_canonical
 from nphm.fitting.joint import ObservationSet, fit_joint, frozen, joint_loss
 from nphm.reference.fitting import reference_joint_loss
 from nphm.fitting.meshing import mesh_fit
-from nphm.fitting.schedule import BroydenSettings, FittingSettings
+from nphm.fitting.schedule import FittingSettings
 from nphm.mesh import extract_mesh
 from nphm.models import NPHMDeformation
 from nphm.reconstruction import FITTING_BOUNDS
@@ -197,7 +197,7 @@ def compare_step(
     flags = [p.requires_grad for p in params]
 
     caches = [cache.copy() for _ in range(2 * repeats + 1)]
-    fast = fast_broyden(fs.broyden)
+    fast = fs.broyden.approximate()
 
     def ours(warm: bool, approximate: bool = False):
         name = "ours_fast" if approximate else "ours_warm" if warm else "ours"
@@ -253,12 +253,6 @@ def compare_step(
     res.converged["baseline"] = conv_b
     res.peak_memory_mb = peak_memory_mb(device)
     return res
-
-
-def fast_broyden(settings: BroydenSettings) -> BroydenSettings:
-    """``settings`` with the approximate Jacobians: Broyden's estimate in the implicit step and
-    bfloat16 tangents for the Jacobian at the observations (roots and losses unchanged)."""
-    return dataclasses.replace(settings, implicit_jacobian="broyden", jacobian="forward_bf16")
 
 
 def compare_step_on_subject(cfg_path: Path, subject: Optional[int], device: torch.device, warm_steps: int = 100,
@@ -432,7 +426,7 @@ def run_whole_fit(settings: WholeFitSettings, setup: ReleaseSizeSetup, device: t
     roots0 = None
     for variant in settings.variants:
         g = torch.Generator().manual_seed(settings.seed)
-        run = fs if variant != "ours_fast" else fs.replace(broyden=fast_broyden(fs.broyden))
+        run = fs if variant != "ours_fast" else fs.replace(broyden=fs.broyden.approximate())
         synchronize(device)
         start = time.perf_counter()
         if variant == "straightforward":

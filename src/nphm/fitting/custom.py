@@ -728,6 +728,8 @@ def run_custom_fit(
                else ("joint" if deformation is not None else "identity"),
         "check_messages": {s.name: s.check_messages for s in scans if s.check_messages},
         "steps": settings.n_iterations,
+        "points_per_step": f"{settings.observations_per_step} x {settings.points_per_observation}",
+        "jacobians": {"roots": settings.broyden.jacobian, "implicit_step": settings.broyden.implicit_jacobian},
         "seconds_fit": round(fit.seconds, 2),
         "final": fit.history[-1] if fit.history else {},
     })

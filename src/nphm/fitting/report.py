@@ -115,11 +115,11 @@ def distance_summary(scan_points: np.ndarray, fit_mesh: trimesh.Trimesh, scale_t
         face_mask: bool (N,) or indices of the face's scan points (None: no face statistics).
     Returns:
         ``{"unit": "mm", "scale_to_mm", "head": stats, "face": stats or None,
-        "per_point_mm": (N,) array, "face_mask": bool (N,) or None}`` with the stats of
-        :func:`distance_stats` (median, mean, p90, max, n_points). The two arrays are left out
-        by :func:`fit_report`.
+        "per_point_mm": (N,) array, "face_mask": bool (N,) or None, "feet": (N, 3) closest points
+        on the fit}`` with the stats of :func:`distance_stats` (median, mean, p90, max, n_points).
+        The arrays are left out by :func:`fit_report`.
     """
-    d, _ = closest_on_mesh(scan_points, fit_mesh)
+    d, foot = closest_on_mesh(scan_points, fit_mesh)
     d_mm = d * float(scale_to_mm)
     mask = _as_mask(face_mask, len(d_mm))
     return {
@@ -129,11 +129,13 @@ def distance_summary(scan_points: np.ndarray, fit_mesh: trimesh.Trimesh, scale_t
         "face": distance_stats(d_mm[mask]) if mask is not None else None,
         "per_point_mm": d_mm,
         "face_mask": mask,
+        "feet": foot,
     }
 
 
 def vertex_errors(fit_mesh: trimesh.Trimesh, scan_points: np.ndarray, scale_to_mm: float,
-                  coverage_mm: float = COVERAGE_MM, neighbours: int = 8) -> Tuple[np.ndarray, np.ndarray]:
+                  coverage_mm: float = COVERAGE_MM, neighbours: int = 8,
+                  summary: Optional[dict] = None) -> Tuple[np.ndarray, np.ndarray]:
     """The scan-to-fit distances painted onto the fit's vertices.
 
     Every scan point has a closest point on the fit (its foot) and a distance to it (that of
@@ -144,12 +146,18 @@ def vertex_errors(fit_mesh: trimesh.Trimesh, scan_points: np.ndarray, scale_to_m
     scan, the neck below the scan's cut). The coverage radius is ``coverage_mm``, or four times
     the median spacing of the feet for a sparser scan.
 
+    ``summary``: :func:`distance_summary` of the same points and mesh, whose distances and feet
+    are used instead of computing them again.
+
     Returns:
         ``(distance_mm (V,), observed bool (V,))``; the distance is NaN where not observed.
     """
     scan_points = np.asarray(scan_points, dtype=np.float64)
     vertices = np.asarray(fit_mesh.vertices, dtype=np.float64)
-    d, foot = closest_on_mesh(scan_points, fit_mesh)
+    if summary is not None:
+        d, foot = np.asarray(summary["per_point_mm"]) / float(summary["scale_to_mm"]), np.asarray(summary["feet"])
+    else:
+        d, foot = closest_on_mesh(scan_points, fit_mesh)
     k = min(neighbours, len(foot))
     gap, idx = cKDTree(foot).query(vertices, k=k)
     gap, idx = gap.reshape(len(vertices), k), idx.reshape(len(vertices), k)
@@ -177,15 +185,17 @@ def error_colors(distance_mm: np.ndarray, observed: Optional[np.ndarray] = None,
 
 
 def write_error_mesh(path: PathLike, fit_mesh: trimesh.Trimesh, scan_points: np.ndarray, scale_to_mm: float,
-                     max_mm: float = ERROR_MAX_MM, coverage_mm: float = COVERAGE_MM) -> Path:
+                     max_mm: float = ERROR_MAX_MM, coverage_mm: float = COVERAGE_MM,
+                     errors: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Path:
     """Write the fit with its vertices coloured by their distance to the scan (PLY).
 
     Colours: :data:`ERROR_COLORMAP` over [0, ``max_mm``] mm (0 dark blue, ``max_mm`` and more
     dark red), grey where no scan point covers the fit (:func:`vertex_errors`). Besides the
     colours every vertex stores its distance (``distance_mm``, float, NaN where not observed) and
     ``observed`` (0/1), so that a viewer (MeshLab, CloudCompare) can colour it on another scale.
+    ``errors``: :func:`vertex_errors` of these points and mesh, when computed already.
     """
-    d_mm, observed = vertex_errors(fit_mesh, scan_points, scale_to_mm, coverage_mm)
+    d_mm, observed = errors if errors is not None else vertex_errors(fit_mesh, scan_points, scale_to_mm, coverage_mm)
     mesh = trimesh.Trimesh(np.asarray(fit_mesh.vertices), np.asarray(fit_mesh.faces), process=False)
     mesh.visual.vertex_colors = error_colors(d_mm, observed, max_mm)
     mesh.vertex_attributes["distance_mm"] = d_mm.astype(np.float32)
@@ -218,7 +228,7 @@ def fit_report(summary: dict, transform: Similarity, alignment: Optional[dict] =
         landmarks: :func:`landmark_residuals` when landmarks were used.
         extra: further JSON-ready entries.
     """
-    distances = {k: v for k, v in summary.items() if k not in ("per_point_mm", "face_mask")}
+    distances = {k: v for k, v in summary.items() if k not in ("per_point_mm", "face_mask", "feet")}
     distances["direction"] = "scan points to the fitted surface"
     out = {"distances_mm": distances, "transform": transform.to_dict()}
     if alignment is not None:
@@ -242,10 +252,12 @@ def write_fit_report(out_dir: PathLike, name: str, scan_points: np.ndarray, fit_
     """
     out_dir = Path(out_dir)
     summary = distance_summary(scan_points, fit_mesh, scale_to_mm, face_mask)
-    files = {"error_mesh": write_error_mesh(out_dir / f"{name}_error.ply", fit_mesh, scan_points, scale_to_mm).name}
+    errors = vertex_errors(fit_mesh, scan_points, scale_to_mm, summary=summary)
+    files = {"error_mesh": write_error_mesh(out_dir / f"{name}_error.ply", fit_mesh, scan_points, scale_to_mm,
+                                            errors=errors).name}
     if figure:
         from nphm.pictures import fit_overview_figure
 
-        files["picture"] = fit_overview_figure(out_dir / f"{picture_name or name + '_fit'}.png", scan_points, fit_mesh, scale_to_mm,
-                                               summary, title=title or name).name
+        files["picture"] = fit_overview_figure(out_dir / f"{picture_name or name + '_fit'}.png", scan_points, fit_mesh,
+                                               scale_to_mm, summary, title=title or name, errors=errors).name
     return fit_report(summary, transform, alignment, landmarks, files=files)

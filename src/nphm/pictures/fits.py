@@ -73,6 +73,7 @@ def fit_overview_figure(
     max_mm: Optional[float] = None,
     max_points: int = 40_000,
     tile: Tuple[int, int] = (440, 420),
+    errors: Optional[Tuple[np.ndarray, np.ndarray]] = None,
 ) -> Path:
     """Write the overview of one fit: 3 rows (front, side, top) x 3 columns.
 
@@ -91,6 +92,7 @@ def fit_overview_figure(
         scale_to_mm: mm per nphm unit (:func:`nphm.fitting.alignment.mm_per_nphm`).
         summary: :func:`nphm.fitting.report.distance_summary` of these points (computed when None).
         max_mm: top of the colour scale (default :data:`nphm.fitting.report.ERROR_MAX_MM`).
+        errors: :func:`nphm.fitting.report.vertex_errors` of these points and mesh (computed when None).
     Returns:
         ``path``.
 
@@ -104,9 +106,13 @@ def fit_overview_figure(
     if summary is None:
         summary = distance_summary(scan_points, fit_mesh, scale_to_mm)
     d_scan = np.asarray(summary["per_point_mm"])
-    d_vert, observed = vertex_errors(fit_mesh, scan_points, scale_to_mm)
+    d_vert, observed = errors if errors is not None else vertex_errors(fit_mesh, scan_points, scale_to_mm,
+                                                                        summary=summary)
+    # vertex normals given once, so that no panel computes them for its smooth shading
     fit = mesh_polydata(fit_mesh)
-    colored = mesh_polydata(fit_mesh)
+    fit.point_data["Normals"] = np.asarray(fit_mesh.vertex_normals, dtype=np.float32)
+    fit.point_data.active_normals_name = "Normals"
+    colored = fit.copy(deep=False)
     colored.point_data["fit to scan [mm]"] = d_vert
     keep = _subset(scan_points, max_points, np.random.default_rng(0))
     import pyvista as pv
@@ -128,11 +134,11 @@ def fit_overview_figure(
             for col in range(3):
                 pl.subplot(row, col)
                 if col == 0:
-                    pl.add_mesh(fit, color=MESH_COLOR, smooth_shading=True)
+                    pl.add_mesh(fit, color=MESH_COLOR, interpolation="gouraud")
                     pl.add_points(cloud.points, color=SCAN_COLOR, point_size=2.0)
                 elif col == 1:
                     pl.add_mesh(colored, scalars="fit to scan [mm]", cmap=ERROR_COLORMAP, clim=(0.0, max_mm),
-                                nan_color=MESH_COLOR, smooth_shading=True, show_scalar_bar=row == 0,
+                                nan_color=MESH_COLOR, interpolation="gouraud", show_scalar_bar=row == 0,
                                 scalar_bar_args=dict(bar, title="fit to scan [mm]"))
                 else:
                     pl.add_mesh(cloud, scalars="scan to fit [mm]", cmap=ERROR_COLORMAP, clim=(0.0, max_mm),
