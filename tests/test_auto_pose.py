@@ -162,6 +162,23 @@ def test_toy_head_pose_with_and_without_a_model(toy_reference, with_model):
     assert result.unit == "mm" and result.confident, result.summary()
 
 
+def test_scale_near_a_unit_is_snapped_to_it(toy_reference):
+    """Without a declared unit, a head 10 % larger than the mean in mm is taken in mm at its real
+    size: the pose keeps the unit's scale exactly; without snapping the scale follows the mean head."""
+    true = Similarity(0.004 * 1.1, Rotation.from_rotvec([0.3, -1.2, 0.2]).as_matrix(), np.array([0.1, 0.2, -0.3]))
+    scan = true.invert(toy_head())  # the toy head 1 / 1.1 the mean head's size at scale 0.004
+    settings = AutoPoseSettings(model_steps=10, model_points=300, final_steps=10)
+    free = auto_pose(scan, toy_reference, AnalyticHeadIdentity(), settings=settings)
+    snapped = auto_pose(scan, toy_reference, AnalyticHeadIdentity(), settings=settings, snap_to_unit=True)
+    assert not free.unit_guessed and abs(free.transform.scale / true.scale - 1.0) < 0.03
+    assert snapped.unit_guessed and snapped.unit == "mm" and snapped.size_factor == 1.0
+    assert snapped.transform.scale == 0.004
+    assert rotation_angle_deg(snapped.transform.rotation, true.rotation) < 3.0
+    assert "scale of unit mm" in snapped.candidates[0].start
+    far = Similarity(0.004 * 1.5, true.rotation, true.translation).invert(toy_head())
+    assert not auto_pose(far, toy_reference, AnalyticHeadIdentity(), settings=settings, snap_to_unit=True).unit_guessed
+
+
 def test_symmetric_blob_is_not_confident():
     """A sphere fits in every orientation: the margin between distinct poses is ~0."""
     from nphm.fitting.alignment import Target

@@ -207,13 +207,14 @@ def test_robust_fit_crops_at_the_neck(tmp_path, toy_models):
 
 def test_unit_guess_and_rescaling_about_the_centroid():
     from nphm.data.frames import Similarity
-    from nphm.fitting.custom import _at_unit_scale, guess_unit
+    from nphm.fitting.alignment import at_unit_scale, unit_of_scale
 
-    assert guess_unit(0.004 * 0.85) == "mm" and guess_unit(0.04 * 1.2) == "cm" and guess_unit(4.0 / 1.1) == "m"
-    assert guess_unit(0.004 * 1.4) is None and guess_unit(0.004 / 1.3) is None  # no unit within 25 %
+    assert unit_of_scale(0.004 * 0.85) == "mm" and unit_of_scale(0.04 * 1.2) == "cm"
+    assert unit_of_scale(4.0 / 1.1) == "m"
+    assert unit_of_scale(0.004 * 1.4) is None and unit_of_scale(0.004 / 1.3) is None  # no unit within 25 %
     pts = np.random.default_rng(0).normal(size=(50, 3)) * 80.0 + 300.0
     T = Similarity(0.0042, TRUE.rotation, np.array([0.3, -0.1, 0.2]))
-    U = _at_unit_scale(T, 0.004, pts)
+    U = at_unit_scale(T, 0.004, pts)
     assert U.scale == 0.004 and np.array_equal(U.rotation, T.rotation)
     np.testing.assert_allclose(U.apply(pts.mean(0, keepdims=True)), T.apply(pts.mean(0, keepdims=True)), atol=1e-12)
     # every other point moves towards that centroid image by the scale ratio

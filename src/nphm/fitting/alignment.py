@@ -27,6 +27,24 @@ UNIT_TO_NPHM = {"nphm": 1.0, "m": 4.0, "cm": 0.04, "mm": 0.004}
 MM_PER_NPHM = 250.0
 
 
+#: Without a declared unit, an estimated scale within this factor of a unit's is taken as that
+#: unit at the head's real size (units lie 4-10x apart, heads within +-15 %).
+UNIT_GUESS_FACTOR = 1.25
+
+
+def unit_of_scale(scale: float, factor: float = UNIT_GUESS_FACTOR) -> Optional[str]:
+    """The unit of :data:`UNIT_TO_NPHM` whose scale lies within ``factor`` of ``scale``, or None."""
+    unit = min(UNIT_TO_NPHM, key=lambda u: abs(np.log(scale / UNIT_TO_NPHM[u])))
+    return unit if abs(np.log(scale / UNIT_TO_NPHM[unit])) <= np.log(factor) else None
+
+
+def at_unit_scale(T: Similarity, unit_scale: float, points: np.ndarray) -> Similarity:
+    """``T`` with the scale ``unit_scale``, mapping the centroid of ``points`` (N, 3, input frame)
+    to the same place."""
+    c = np.asarray(points, dtype=np.float64).mean(0)
+    return Similarity(unit_scale, T.rotation, T.apply(c[None])[0] - unit_scale * T.rotation @ c)
+
+
 def mm_per_nphm(scale: float, unit: Optional[str] = None) -> float:
     """Millimetres per nphm unit of a scan aligned by a similarity of ``scale``.
 

@@ -47,8 +47,8 @@ from scipy.spatial.transform import Rotation
 from torch import nn
 
 from nphm.fitting.alignment import (
-    UNIT_TO_NPHM, Similarity, Target, candidate_rotations, check_points, icp, mm_per_nphm, rotation_angle_deg,
-    updated_similarity,
+    UNIT_TO_NPHM, Similarity, Target, at_unit_scale, candidate_rotations, check_points, icp, mm_per_nphm,
+    rotation_angle_deg, unit_of_scale, updated_similarity,
 )
 from nphm.fitting.joint import frozen
 from nphm.fitting.pose import rotation_exp
@@ -141,6 +141,8 @@ class AutoPose:
     seconds: float
     n_starts: int
     settings: AutoPoseSettings = field(repr=False, default_factory=AutoPoseSettings)
+    #: ``unit`` was guessed from the size (``snap_to_unit``): the pose has that unit's scale
+    unit_guessed: bool = False
 
     def summary(self) -> str:
         """One line for the caller to print."""
@@ -285,6 +287,7 @@ def auto_pose(
     settings: AutoPoseSettings = AutoPoseSettings(),
     seed: int = 0,
     keep_unit_scale: bool = False,
+    snap_to_unit: bool = False,
 ) -> AutoPose:
     """Similarity of a scan (any frame, orientation, unit) onto the model's mean head.
 
@@ -298,6 +301,11 @@ def auto_pose(
         keep_unit_scale: with ``unit``, keep its scale throughout (rotation and translation
             only): the scan is taken at its true size, so a head larger or smaller than the mean
             stays so (the ICP with scale brings every head to the mean head's size).
+        snap_to_unit: without ``unit``, a best scale within
+            :data:`~nphm.fitting.alignment.UNIT_GUESS_FACTOR` of a unit's is taken as that unit
+            (:func:`~nphm.fitting.alignment.unit_of_scale`): the best pose is brought to its scale
+            about the scan's centroid before the final refinement, which then keeps it
+            (``unit_guessed`` in the result).
     Returns:
         :class:`AutoPose`: the best similarity, its margin and residual, the ranked candidates.
     """
@@ -355,6 +363,12 @@ def auto_pose(
     best = ranked[0]
     # the confidence compares equally refined candidates: before the final refinement
     margin = 1.0 - best.loss / ranked[1].loss if len(ranked) > 1 and ranked[1].loss > 0 else 1.0
+    guessed = unit_of_scale(best.transform.scale) if snap_to_unit and unit is None else None
+    if guessed is not None:
+        snapped = at_unit_scale(best.transform, UNIT_TO_NPHM[guessed], points)
+        old, best = best, replace(best, transform=snapped, start=best.start + f", scale of unit {guessed}")
+        cands = [best if c is old else c for c in cands]
+        unit, with_scale = guessed, False
     if identity is not None and s.model_steps >= 0 and s.final_steps > 0:
         T, loss, q, f = refine_pose_with_model(identity, points, best.transform, s, fit_scale=with_scale, seed=seed)
         old, best = best, PoseCandidate(T, best.icp_score, loss, q, f, best.start + ", refined")
@@ -367,7 +381,8 @@ def auto_pose(
     residual_mm = best.residual * mm_per_nphm(best.transform.scale, unit_out)
     confident = margin >= s.min_margin and residual_mm <= s.max_residual_mm and best.inlier_fraction >= s.min_inliers
     return AutoPose(best.transform, float(margin), float(residual_mm), best.inlier_fraction, unit_out,
-                    float(size_factor), cands, bool(confident), scored_by, time.perf_counter() - t0, len(starts), s)
+                    float(size_factor), cands, bool(confident), scored_by, time.perf_counter() - t0, len(starts), s,
+                    unit_guessed=guessed is not None)
 
 
 __all__ = ["AutoPose", "AutoPoseSettings", "PoseCandidate", "auto_pose", "refine_pose_with_model", "start_rotations",

@@ -15,7 +15,7 @@ similarity per scan, or one shared by all scans):
 Scale: with a declared unit (``units="mm"`` ...) the similarity's scale is the unit's and only
 rotation and translation are estimated, so the head keeps its own size (the nphm frame is
 metric: 250 mm per unit). With ``units="auto"`` the scale is estimated; when it lies within
-25 % of a unit's (:func:`guess_unit`), the scan is taken as in that unit at the head's real size
+25 % of a unit's (:func:`nphm.fitting.alignment.unit_of_scale`), the scan is taken as in that unit at the head's real size
 and treated as above. Otherwise (or with ``size="estimate"``) the estimate stays, which brings
 every head to about the model's mean size: points in an arbitrary scale do not tell a large head
 from a mean one.
@@ -57,7 +57,9 @@ import torch
 import trimesh
 from torch import nn
 
-from nphm.fitting.alignment import UNIT_TO_NPHM, Similarity, Target, check_points, mm_per_nphm, umeyama
+from nphm.fitting.alignment import (
+    UNIT_TO_NPHM, Similarity, Target, check_points, mm_per_nphm, umeyama, unit_of_scale,
+)
 from nphm.fitting.joint import FitResult, fit_expressions, fit_identity, fit_joint, fit_sequence
 from nphm.fitting.meshing import mesh_fit
 from nphm.fitting.schedule import FittingSettings
@@ -240,23 +242,6 @@ class AlignedScan:
 ALIGNMENTS = ("auto", "landmarks", "none")
 #: Where the scale of the alignment comes from (``size`` of :func:`align_scans`).
 SIZES = ("auto", "unit", "estimate")
-#: Without a declared unit (``size="auto"``), an estimated scale within this factor of a unit's
-#: is taken as that unit at the head's real size (units lie 4-10x apart, heads within +-15 %).
-UNIT_GUESS_FACTOR = 1.25
-
-
-def guess_unit(scale: float, factor: float = UNIT_GUESS_FACTOR) -> Optional[str]:
-    """The unit of :data:`UNIT_TO_NPHM` whose scale lies within ``factor`` of ``scale``, or None."""
-    unit = min(UNIT_TO_NPHM, key=lambda u: abs(np.log(scale / UNIT_TO_NPHM[u])))
-    return unit if abs(np.log(scale / UNIT_TO_NPHM[unit])) <= np.log(factor) else None
-
-
-def _at_unit_scale(T: Similarity, unit_scale: float, points: np.ndarray) -> Similarity:
-    """``T`` with the scale ``unit_scale``, mapping the centroid of ``points`` to the same place."""
-    c = np.asarray(points, dtype=np.float64).mean(0)
-    return Similarity(unit_scale, T.rotation, T.apply(c[None])[0] - unit_scale * T.rotation @ c)
-
-
 def _landmark_reference(identity: nn.Module, lm: np.ndarray, source: str, landmark_format: str,
                         ref: Optional[np.ndarray], models_dir: Optional[PathLike],
                         dataset_mean_68: Optional[np.ndarray]) -> Tuple[np.ndarray, Optional[str]]:
@@ -356,7 +341,8 @@ def align_scans(
             only), "estimate" (from the landmarks or the search: every head is brought to about
             the model's mean size, which is all that points in an unknown unit allow), "auto":
             "unit" when ``units`` is declared; without, the estimated scale, or the scale of the
-            unit it lies within :data:`UNIT_GUESS_FACTOR` of (:func:`guess_unit`: a scan in mm,
+            unit it lies within :data:`~nphm.fitting.alignment.UNIT_GUESS_FACTOR` of
+            (:func:`~nphm.fitting.alignment.unit_of_scale`: a scan in mm,
             cm or m at the head's real size) (:data:`SIZES`).
         refine_landmark_pose: refine the landmarks' similarity by the identity model
             (:func:`nphm.fitting.auto_pose.refine_pose_with_model`, as the automatic alignment's
@@ -429,7 +415,7 @@ def align_scans(
             from nphm.fitting.checks import LANDMARK_SCALE_BAND
 
             T_lm = umeyama(lm, target, with_scale=True)
-            guessed = guess_unit(T_lm.scale) if guess else None
+            guessed = unit_of_scale(T_lm.scale) if guess else None
             unit_scale = UNIT_TO_NPHM[units] if keep_scale else (UNIT_TO_NPHM[guessed] if guessed else None)
             # a unit the landmarks contradict is refused by the checks; forced, their scale is used
             scan_keeps = unit_scale is not None and (
@@ -464,14 +450,9 @@ def align_scans(
             declared = None if units == "auto" else units
             if checks and not force and declared is not None:
                 _refuse_size_before_icp(pts, UNIT_TO_NPHM[declared], mean_head, declared, False, path.name)
-            result = auto_pose(pts, mean_head, identity, unit=declared, seed=seed, keep_unit_scale=keep_scale)
-            T_auto, guessed = result.transform, guess_unit(result.transform.scale) if guess else None
-            if guessed:  # a unit at the head's real size: its scale, the pose refined again at it
-                from nphm.fitting.auto_pose import refine_pose_with_model
-
-                T_auto, _, _, _ = refine_pose_with_model(
-                    identity, pts, _at_unit_scale(T_auto, UNIT_TO_NPHM[guessed], pts), result.settings,
-                    fit_scale=False, seed=seed)
+            result = auto_pose(pts, mean_head, identity, unit=declared, seed=seed, keep_unit_scale=keep_scale,
+                               snap_to_unit=guess)
+            T_auto, guessed = result.transform, result.unit if result.unit_guessed else None
             transforms.append(T_auto)
             scale_sources.append("unit" if keep_scale or guessed else "estimated")
             methods.append(f"automatic (pose search scored by the {result.scored_by}, unit {result.unit}"
