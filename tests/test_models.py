@@ -183,6 +183,32 @@ def test_sdf_function_sparse_within_tol_of_exact(nphm_small):
     assert (sparse - exact).abs().max() <= model.sparse_tol + 1e-6
 
 
+def test_exact_mode_chunks_bound_its_rows(nphm_small, monkeypatch):
+    """The exact mode's calls see at most EXACT_MODE_ROWS (member, point) rows; the values are
+    those of one unchunked call."""
+    import nphm.query as query
+
+    model = nphm_small
+    z = torch.randn(model.lat_dim) * 0.1
+    pts = torch.rand(3000, 3) * 2.0 - 1.0
+    whole = model(pts[None], z[None], mode="exact")[0][0, :, 0]
+    monkeypatch.setattr(query, "EXACT_MODE_ROWS", 20 * model.n_members)
+    sizes = []
+    forward = model.forward
+
+    def counting(points, *args, **kwargs):
+        sizes.append(points.shape[1])
+        return forward(points, *args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", counting)
+    chunked = query.sdf_function(model, z, mode="exact")(pts)
+    assert max(sizes) == 20 and sum(sizes) == len(pts)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+    sizes.clear()
+    query.sdf_function(model, z, mode="sparse", chunk=1000)(pts)
+    assert max(sizes) == 1000  # the sparse mode keeps the chunk it is given
+
+
 def test_sparse_gradients_match_exact(nphm_small):
     model = nphm_small
     z = (torch.randn(1, model.lat_dim) * 0.1).requires_grad_(True)

@@ -15,6 +15,10 @@ from torch import nn
 from nphm.boxes import FITTING_BOUNDS
 
 DEFAULT_CHUNK = 32768
+#: The NPHM exact mode runs every member on every point of a chunk: its chunks are cut to at most
+#: this many (member, point) rows, so that its activations stay near 200 MB at release width
+#: (40 members x 32,768 points took 2.7 GB).
+EXACT_MODE_ROWS = 262144
 
 
 def _as_batch(latent: torch.Tensor) -> torch.Tensor:
@@ -34,6 +38,8 @@ def sdf_function(
         identity: NPHM or NPM identity model.
         z_id: (D,) or (1, D) identity latent.
         mode: NPHM query mode (``"sparse"`` / ``"exact"``; default the model's).
+        chunk: points per model call (the NPHM exact mode: at most
+            :data:`EXACT_MODE_ROWS` / members, which bounds its memory).
         probe_box: ``(min, max)`` box (nphm frame) over which the NPHM sparse mode measures
             its members' magnitudes (see ``NPHMIdentity.member_bounds``); queries outside it
             stay covered through the slope term.
@@ -42,9 +48,11 @@ def sdf_function(
     bounds = None
     with torch.inference_mode():
         anchors = identity.anchors(z)
-        sparse = (mode or getattr(identity, "query_mode", None)) == "sparse"
-        if sparse and hasattr(identity, "member_bounds"):
+        resolved = mode or getattr(identity, "query_mode", None)
+        if resolved == "sparse" and hasattr(identity, "member_bounds"):
             bounds = identity.member_bounds(z, probe_box[0], probe_box[1], anchors=anchors)
+    if resolved == "exact" and hasattr(identity, "n_members"):
+        chunk = max(1, min(chunk, EXACT_MODE_ROWS // identity.n_members))
     extra = {} if bounds is None else {"member_bounds": bounds}
 
     def sdf(points: torch.Tensor) -> torch.Tensor:
