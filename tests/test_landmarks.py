@@ -187,3 +187,33 @@ def test_shipped_reference_is_what_the_regenerated_training_set_gives(tmp_path):
     assert main(["--experiment_dir", str(MODELS), "--names", "nphm_cpu", "npm_cpu", "--dataset",
                  str(tmp_path / "data"), "--out", str(out)]) == 0
     assert json.loads((out / REFERENCE_FILE).read_text()) == json.loads((MODELS / REFERENCE_FILE).read_text())
+
+
+def test_rigid_landmarks_ignore_a_moving_mouth():
+    """An Umeyama start on the expression-stable landmarks recovers the pose of a face whose mouth
+    and jaw moved; over all 68 it does not."""
+    from scipy.spatial.transform import Rotation
+
+    from nphm.data.frames import Similarity, umeyama
+    from nphm.fitting.landmarks import INDICES_51_IN_68, RIGID, rigid_landmarks
+
+    assert set(RIGID["68"]) >= {27, 30, 33, 36, 39, 42, 45}
+    assert not set(RIGID["68"]) & set(range(48, 68))  # no mouth point
+    # the 51 format's rows are the same landmarks
+    np.testing.assert_array_equal(INDICES_51_IN_68[RIGID["51"]], RIGID["68"][RIGID["68"] >= 17])
+    np.testing.assert_array_equal(rigid_landmarks("39", 39), np.arange(39))
+    np.testing.assert_array_equal(rigid_landmarks(None, 12), np.arange(12))
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(68, 3)) * 0.05
+    true = Similarity(0.004, Rotation.from_rotvec([0.2, -0.5, 0.1]).as_matrix(), np.array([0.1, -0.2, 0.3]))
+    scan = true.invert(ref)
+    moved = scan.copy()
+    moved[list(range(3, 14)) + list(range(48, 68))] += rng.normal(size=(31, 3)) * 8.0  # mm: jaw and mouth
+    for fmt, rows in (("68", np.arange(68)), ("51", INDICES_51_IN_68)):
+        keep = rigid_landmarks(fmt, len(rows))
+        T = umeyama(moved[rows][keep], ref[rows][keep], with_scale=True)
+        np.testing.assert_allclose(T.rotation, true.rotation, atol=1e-9)
+        assert abs(T.scale / true.scale - 1) < 1e-9
+    T_all = umeyama(moved, ref, with_scale=True)
+    assert np.abs(T_all.rotation - true.rotation).max() > 1e-3

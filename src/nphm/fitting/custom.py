@@ -414,14 +414,17 @@ def align_scans(
                                               dataset_mean_68)
             from nphm.fitting.checks import LANDMARK_SCALE_BAND
 
-            T_lm = umeyama(lm, target, with_scale=True)
+            from nphm.fitting.landmarks import rigid_landmarks
+
+            rigid_rows = rigid_landmarks(fmt, len(lm))
+            T_lm = umeyama(lm[rigid_rows], target[rigid_rows], with_scale=True)
             guessed = unit_of_scale(T_lm.scale) if guess else None
             unit_scale = UNIT_TO_NPHM[units] if keep_scale else (UNIT_TO_NPHM[guessed] if guessed else None)
             # a unit the landmarks contradict is refused by the checks; forced, their scale is used
             scan_keeps = unit_scale is not None and (
                 LANDMARK_SCALE_BAND[0] <= T_lm.scale / unit_scale <= LANDMARK_SCALE_BAND[1])
             if scan_keeps:
-                rigid = umeyama(lm * unit_scale, target, with_scale=False)
+                rigid = umeyama(lm[rigid_rows] * unit_scale, target[rigid_rows], with_scale=False)
                 T_lm = Similarity(unit_scale, rigid.rotation, rigid.translation)
             rms = float(np.sqrt(((T_lm.apply(lm) - target) ** 2).sum(1).mean()))
             method = (f"landmarks ({len(lm)}{'' if fmt is None else ', format ' + fmt}, Umeyama"

@@ -74,6 +74,23 @@ MIRROR_39[0:32:2], MIRROR_39[1:32:2] = np.arange(1, 32, 2), np.arange(0, 32, 2)
 MIRROR_51 = MIRROR_68[INDICES_51_IN_68] - JAW_LINE_68
 MIRROR: Dict[str, np.ndarray] = {"68": MIRROR_68, "51": MIRROR_51, "39": MIRROR_39}
 
+#: iBUG-68 landmarks that expressions hardly move: the nose (27-35), the eye corners (36, 39, 42,
+#: 45) and the top of the face contour next to the ears (0, 1, 15, 16). The mouth, the jaw, the
+#: lids and the brows move with the expression: a laugh's mouth corners and jaw turn an Umeyama
+#: start over all 68 by about 4 degrees.
+RIGID_68 = np.array([0, 1, 15, 16, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45])
+RIGID: Dict[str, np.ndarray] = {
+    "68": RIGID_68,
+    "51": RIGID_68[RIGID_68 >= JAW_LINE_68] - JAW_LINE_68,
+}
+
+
+def rigid_landmarks(fmt: Optional[str], n_rows: int) -> np.ndarray:
+    """Indices of the rows of a landmark set of format ``fmt`` that expressions hardly move
+    (:data:`RIGID`), for the start of an alignment; every row for other formats (the 39 anchors,
+    a custom reference)."""
+    return RIGID[fmt] if fmt in RIGID and FORMAT_COUNTS[fmt] == n_rows else np.arange(n_rows)
+
 
 def _accepted() -> str:
     return ", ".join(f"{n} ({FORMAT_NAMES[f]})" for f, n in FORMAT_COUNTS.items())
