@@ -5,10 +5,10 @@ cloud, .xyz/.txt text with x y z per row, .npy (N, 3) array). The scans are brou
 model's (nphm) frame by a similarity:
 
   * with --landmarks (one file for all scans, or one per scan; .npy or text, (L, 3)):
-    Umeyama to the model's reference landmarks. 39 landmarks = the NPHM anchors in the release's
-    order (reference: the model's anchors at z = 0); 68 landmarks = the dataset's 68 landmarks
-    (reference: their mean over the training subjects, needs the dataset); any other set: pass
-    its nphm-frame reference with --reference_landmarks;
+    Umeyama to the models folder's reference landmarks (68 iBUG, 51 = the 68 without the jaw line,
+    39 = the NPHM anchors in the release's order; for 68 and 51 over the nose, the eye corners and
+    the top of the face contour, which expressions hardly move), then refined by the model; any
+    other set: pass its nphm-frame reference with --reference_landmarks;
   * without landmarks (--alignment auto): a pose search from every orientation (upright, lying,
     facing any side): ICP to the model's mean head from 84 starts, the best candidates refined
     and ranked by the identity model; it prints how confident it is and draws
