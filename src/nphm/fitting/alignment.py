@@ -32,9 +32,14 @@ MM_PER_NPHM = 250.0
 UNIT_GUESS_FACTOR = 1.25
 
 
+def closest_unit(scale: float) -> str:
+    """The unit of :data:`UNIT_TO_NPHM` whose scale is closest to ``scale`` (by their ratio)."""
+    return min(UNIT_TO_NPHM, key=lambda u: abs(np.log(scale / UNIT_TO_NPHM[u])))
+
+
 def unit_of_scale(scale: float, factor: float = UNIT_GUESS_FACTOR) -> Optional[str]:
     """The unit of :data:`UNIT_TO_NPHM` whose scale lies within ``factor`` of ``scale``, or None."""
-    unit = min(UNIT_TO_NPHM, key=lambda u: abs(np.log(scale / UNIT_TO_NPHM[u])))
+    unit = closest_unit(scale)
     return unit if abs(np.log(scale / UNIT_TO_NPHM[unit])) <= np.log(factor) else None
 
 

@@ -47,8 +47,8 @@ from scipy.spatial.transform import Rotation
 from torch import nn
 
 from nphm.fitting.alignment import (
-    UNIT_TO_NPHM, Similarity, Target, at_unit_scale, candidate_rotations, check_points, icp, mm_per_nphm,
-    rotation_angle_deg, unit_of_scale, updated_similarity,
+    UNIT_TO_NPHM, Similarity, Target, at_unit_scale, candidate_rotations, check_points, closest_unit, icp,
+    mm_per_nphm, rotation_angle_deg, unit_of_scale, updated_similarity,
 )
 from nphm.fitting.joint import frozen
 from nphm.fitting.pose import rotation_exp
@@ -373,10 +373,7 @@ def auto_pose(
         T, loss, q, f = refine_pose_with_model(identity, points, best.transform, s, fit_scale=with_scale, seed=seed)
         old, best = best, PoseCandidate(T, best.icp_score, loss, q, f, best.start + ", refined")
         cands = [best if c is old else c for c in cands]
-    if unit is None:
-        unit_out = min(UNIT_TO_NPHM, key=lambda u: abs(np.log(best.transform.scale / UNIT_TO_NPHM[u])))
-    else:
-        unit_out = unit
+    unit_out = closest_unit(best.transform.scale) if unit is None else unit
     size_factor = best.transform.scale / UNIT_TO_NPHM[unit_out]
     residual_mm = best.residual * mm_per_nphm(best.transform.scale, unit_out)
     confident = margin >= s.min_margin and residual_mm <= s.max_residual_mm and best.inlier_fraction >= s.min_inliers

@@ -35,7 +35,7 @@ from typing import Dict, List, Literal, Optional, Sequence, Tuple
 import numpy as np
 
 from nphm.data.frames import Similarity, umeyama
-from nphm.fitting.alignment import UNIT_TO_NPHM
+from nphm.fitting.alignment import UNIT_TO_NPHM, closest_unit
 from nphm.fitting.landmarks import FORMAT_ORDERS, FORMAT_REFERENCES, INDICES_51_IN_68, mirrored
 
 #: nphm units per millimetre (1 unit = 250 mm).
@@ -98,10 +98,6 @@ def head_extent(points: np.ndarray) -> np.ndarray:
     return hi - lo
 
 
-def _closest_unit(scale: float) -> str:
-    return min(UNIT_TO_NPHM, key=lambda u: abs(np.log(scale / UNIT_TO_NPHM[u])))
-
-
 def check_head_size(
     points_nphm: np.ndarray,
     mean_head_extent: Sequence[float],
@@ -144,7 +140,7 @@ def check_head_size(
                 f"{factor}){'' if ratio < 1 else ', or the scan covers much more than a head (crop it)'}")
     elif unit is not None:
         declared = f"{UNIT_NAMES.get(unit, unit)} as {'guessed' if unit_guessed else 'declared'}"
-        better = _closest_unit(UNIT_TO_NPHM[unit] / ratio)
+        better = closest_unit(UNIT_TO_NPHM[unit] / ratio)
         if better != unit:
             hint = f"is it in {UNIT_NAMES.get(better, better)}, not {declared}? pass --units {better}"
         elif ratio > 1:
@@ -237,15 +233,14 @@ def check_landmarks(
     results = [_report(result, force)]
     if scale_ratio is not None:
         # the landmarks' own scale (the alignment may have kept the unit's)
-        free_scale, ratio = free.scale, scale_ratio
-        if lo <= ratio <= hi:
-            results.append(CheckResult("landmark scale", "ok", ratio))
+        if lo <= scale_ratio <= hi:
+            results.append(CheckResult("landmark scale", "ok", scale_ratio))
         else:
-            implied = _closest_unit(free_scale)
-            msg = (f"{source}: the landmarks give a scale of {free_scale:.3g} nphm units per input unit, "
-                   f"{ratio:.3g}x that of the declared unit {unit} ({UNIT_TO_NPHM[unit]:g}): "
+            implied = closest_unit(free.scale)
+            msg = (f"{source}: the landmarks give a scale of {free.scale:.3g} nphm units per input unit, "
+                   f"{scale_ratio:.3g}x that of the declared unit {unit} ({UNIT_TO_NPHM[unit]:g}): "
                    f"are the landmarks (or the scan) in {UNIT_NAMES.get(implied, implied)}? pass --units {implied}")
-            results.append(_report(CheckResult("landmark scale", "error", ratio, msg), force))
+            results.append(_report(CheckResult("landmark scale", "error", scale_ratio, msg), force))
     return results
 
 

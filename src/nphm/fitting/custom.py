@@ -242,6 +242,8 @@ class AlignedScan:
 ALIGNMENTS = ("auto", "landmarks", "none")
 #: Where the scale of the alignment comes from (``size`` of :func:`align_scans`).
 SIZES = ("auto", "unit", "estimate")
+
+
 def _landmark_reference(identity: nn.Module, lm: np.ndarray, source: str, landmark_format: str,
                         ref: Optional[np.ndarray], models_dir: Optional[PathLike],
                         dataset_mean_68: Optional[np.ndarray]) -> Tuple[np.ndarray, Optional[str]]:
@@ -413,8 +415,10 @@ def align_scans(
             target, fmt = _landmark_reference(identity, lm, str(lm_path), landmark_format, ref, models_dir,
                                               dataset_mean_68)
             from nphm.fitting.checks import LANDMARK_SCALE_BAND
-
             from nphm.fitting.landmarks import rigid_landmarks
+
+            def rms_of(T: Similarity) -> float:
+                return float(np.sqrt(((T.apply(lm) - target) ** 2).sum(1).mean()))
 
             rigid_rows = rigid_landmarks(fmt, len(lm))
             T_lm = umeyama(lm[rigid_rows], target[rigid_rows], with_scale=True)
@@ -426,7 +430,7 @@ def align_scans(
             if scan_keeps:
                 rigid = umeyama(lm[rigid_rows] * unit_scale, target[rigid_rows], with_scale=False)
                 T_lm = Similarity(unit_scale, rigid.rotation, rigid.translation)
-            rms = float(np.sqrt(((T_lm.apply(lm) - target) ** 2).sum(1).mean()))
+            rms = rms_of(T_lm)
             method = (f"landmarks ({len(lm)}{'' if fmt is None else ', format ' + fmt}, Umeyama"
                       f"{', scale of the unit ' + (guessed or units) if scan_keeps else ''}"
                       f"{' (guessed from the size)' if scan_keeps and guessed else ''}")
@@ -439,8 +443,7 @@ def align_scans(
             transforms.append(T_lm)
             scale_sources.append("unit" if scan_keeps else "estimated")
             methods.append(method + ")")
-            records.append({"method": methods[-1], "rms_nphm": rms,
-                            "rms_after_nphm": float(np.sqrt(((T_lm.apply(lm) - target) ** 2).sum(1).mean()))})
+            records.append({"method": methods[-1], "rms_nphm": rms, "rms_after_nphm": rms_of(T_lm)})
             landmark_pairs[-1] = (lm, target)
             unit_used.append(guessed if units == "auto" else units)
             check_args.append(dict(landmarks=lm, reference=target, transform=transforms[-1], fmt=fmt,

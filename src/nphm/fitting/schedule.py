@@ -29,9 +29,8 @@ Options beyond the release, all off by default (the release's losses and numbers
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from nphm.fitting.losses import SURFACE_LOSSES, surface_penalty
@@ -92,7 +91,7 @@ class BroydenSettings:
         """These settings with the approximate Jacobians: Broyden's last inverse-Jacobian
         estimate in the implicit step and bfloat16 tangents for the Jacobian at the observations
         (roots, convergence test and losses unchanged; gradients within a tested tolerance)."""
-        return dataclasses.replace(self, implicit_jacobian="broyden", jacobian="forward_bf16")
+        return replace(self, implicit_jacobian="broyden", jacobian="forward_bf16")
 
 
 def _int_keys(mapping: Optional[Mapping[Any, float]], what: str) -> Dict[int, float]:
