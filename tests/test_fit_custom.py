@@ -162,7 +162,7 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 def test_custom_fit_output_lies_on_the_input(tmp_path):
     z = (0.06, -0.04, 0.05, 0.03)
     rng = np.random.default_rng(4)
-    files, lm_files = [], []
+    files = []
     ref = head(z=(0, 0, 0, 0), n=3000, seed=5)[:15]
     np.save(tmp_path / "ref.npy", ref)
     for i, expr in enumerate([(0.0, 0.0), (0.15, 0.1)]):

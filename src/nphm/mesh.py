@@ -1,4 +1,4 @@
-"""Mesh extraction from a signed distance function: dense or coarse-to-fine marching cubes.
+"""Mesh extraction from a signed distance function: dense, coarse-to-fine or traced marching cubes.
 
 The grid is the release's: ``resolution`` samples per axis, ``linspace(bounds_min[d],
 bounds_max[d], resolution)`` along axis ``d`` (both ends included), values stored as
@@ -33,6 +33,20 @@ estimate, not a certificate: a zero crossing hidden inside one cell whose corner
 the slope that makes it (a dip narrower than the cell) can be missed, as with any fixed bound
 that is too small; the tests check identical meshes to dense evaluation.
 
+Traced mode
+-----------
+``mode="traced"`` runs the sparse mode down to cells of 2 voxels and then walks the surface
+instead of refining the last shell: the voxels of every 2-voxel cell whose corners straddle
+the level are evaluated, and from each straddling voxel the walk crosses every face whose 4
+corners straddle too (the voxel behind it straddles as well; all voxels around a straddling
+edge are linked through its faces). Only the straddling voxels' corners are evaluated (on a
+trained head at 256^3 about 30 % fewer points than the sparse mode), and marching cubes meshes
+exactly those voxels (``mask``), so every component of the dense mesh that has a straddling
+2-voxel cell is reproduced exactly. What it can miss: a component that straddles no cell of the
+lattice of every second grid point, i.e. one whose enclosed grid points are all off that
+lattice (a blob or sheet thinner than 2 voxels standing apart from the rest of the surface).
+On the tests' analytic shapes and the shipped model the meshes equal the dense ones.
+
 When ``resolution - 1`` is not a multiple of the coarse step the index lattice is padded
 past the box; padded indices are clamped to the last grid plane (clamping is a
 contraction, so the distance bound above still holds), are evaluated at most once per
@@ -53,6 +67,7 @@ from nphm.utils.device import resolve_device
 __all__ = [
     "DEFAULT_LIPSCHITZ",
     "DEFAULT_SAFETY_MARGIN",
+    "MODES",
     "extract_mesh",
     "grid_points",
     "sdf_grid",
@@ -205,10 +220,18 @@ def _cell_slopes(d: np.ndarray, step: int, spacing: np.ndarray) -> np.ndarray:
     return np.sqrt(sq)
 
 
+#: ``mode="traced"``: the cell size (voxels) from which the surface is walked instead of refined
+TRACE_FROM = 2
+
+
 def _sparse_grid(ev: _Evaluator, res: int, step0: int, spacing: np.ndarray, level: float, bound: Optional[float],
-                 margin: float = DEFAULT_SAFETY_MARGIN) -> Tuple[np.ndarray, float]:
-    """Coarse-to-fine evaluation (see module docstring); returns ``(R, R, R)`` float32 and the
-    Lipschitz bound (before the margin; with ``bound=None`` the largest cell slope measured).
+                 margin: float = DEFAULT_SAFETY_MARGIN, trace: bool = False
+                 ) -> Tuple[np.ndarray, float, Optional[np.ndarray]]:
+    """Coarse-to-fine evaluation (see module docstring); returns ``(R, R, R)`` float32, the
+    Lipschitz bound (before the margin; with ``bound=None`` the largest cell slope measured) and,
+    with ``trace``, the bool ``(R, R, R)`` mask of the corners of the voxels that straddle
+    ``level`` (None without ``trace``). With ``trace`` the last level is traced
+    (:func:`_trace_surface`) and only the values at the mask's voxel corners are meaningful.
 
     ``bound`` is lipschitz * safety_margin (None: per cell, ``margin * max(slope, 1)``); the child
     of a cell of step ``s`` that touches corner ``c`` is refined when ``|v_c - level| <= bound *
@@ -262,9 +285,20 @@ def _sparse_grid(ev: _Evaluator, res: int, step0: int, spacing: np.ndarray, leve
     step = step0
     # Bound the size of the (cells x 27) index arrays.
     cell_chunk = 1 << 18
+    traced = None
     while step > 1 and len(cells):
         d = flat[cells[:, None] + step * offs8[None]] - np.float32(level)
         dmin, dmax = d.min(axis=1), d.max(axis=1)
+        if trace and step <= TRACE_FROM:
+            # walk the surface at every finer level; mark the corners of the straddling voxels
+            cells = cells[(dmin <= 0) & (dmax >= 0)]
+            while step > 1:
+                step //= 2
+                cells = _walk_cells(evaluate, flat, cells, step, rp, res, strides, level, dedupe)
+            traced = np.zeros(rp**3, dtype=bool)
+            traced[(cells[:, None] + offs8[None]).reshape(-1)] = True
+            cells = cells[:0]
+            break
         if bound is None:
             slopes = _cell_slopes(d, step, spacing)
             measured = max(measured, float(slopes.max())) if len(slopes) else measured
@@ -291,10 +325,57 @@ def _sparse_grid(ev: _Evaluator, res: int, step0: int, spacing: np.ndarray, leve
         cells = np.concatenate(children) if children else np.empty(0, dtype=np.int64)
         step = half
 
-    del seen
     _fill_from_parents(vals, step0)
     used = measured if bound is None else bound / margin
-    return (vals if rp == res else np.ascontiguousarray(vals[:res, :res, :res])), used
+    if trace:
+        if traced is None:  # the lattice was the fine grid (step0 == 1: all known) or no cell survived
+            traced = np.full(rp**3, step0 == 1)
+        traced = traced.reshape(rp, rp, rp)[:res, :res, :res]
+    crop = (lambda a: a) if rp == res else (lambda a: np.ascontiguousarray(a[:res, :res, :res]))
+    return crop(vals), used, (None if traced is None else np.ascontiguousarray(traced))
+
+
+def _walk_cells(evaluate: Callable[[np.ndarray], None], flat: np.ndarray, seeds: np.ndarray, step: int, rp: int,
+                res: int, strides: np.ndarray, level: float, dedupe: Callable[[np.ndarray], np.ndarray]
+                ) -> np.ndarray:
+    """The cells of ``step`` voxels whose corners straddle ``level``, found by walking the surface.
+
+    ``seeds`` are the lower corners (padded linear ids) of straddling cells of ``2 * step``
+    voxels; each holds at least one straddling cell of ``step`` voxels (its corners are on this
+    lattice too). From those cells the walk crosses every face whose 4 corners straddle the
+    level: the cell behind such a face straddles too, and all cells around a straddling edge are
+    linked through its 4 faces, so every component of straddling cells with a cell in a seed is
+    found whole. Evaluates the corners of the seeds' sub-cells and of the straddling cells only.
+    Returns their lower corners (sorted padded ids).
+    """
+    offs = _OFFS8 @ strides
+    lvl = np.float32(level)
+    coords = lambda ids, axis: (ids // strides[axis]) % rp  # noqa: E731
+    sub = (seeds[:, None] + step * offs[None]).reshape(-1)
+    # a cell exists when its upper corner lies in the box
+    frontier = dedupe(sub[np.all(np.stack([coords(sub, a) for a in range(3)], -1) <= res - 1 - step, axis=1)])
+    visited = np.zeros(rp**3, dtype=bool)
+    found = []
+    while len(frontier):
+        visited[frontier] = True
+        corners = frontier[:, None] + step * offs[None]
+        evaluate(corners.reshape(-1))
+        d = flat[corners] - lvl
+        hit = (d.min(axis=1) <= 0) & (d.max(axis=1) >= 0)
+        frontier, d = frontier[hit], d[hit]
+        found.append(frontier)
+        step_to = []
+        for axis, bit in enumerate((4, 2, 1)):
+            for side in (0, 1):
+                face = d[:, [c for c in range(8) if bool(c & bit) == bool(side)]]
+                cross = (face.min(axis=1) <= 0) & (face.max(axis=1) >= 0)
+                at = coords(frontier, axis)
+                cross &= (at + 2 * step <= res - 1) if side else (at >= step)
+                step_to.append(frontier[cross] + (step if side else -step) * strides[axis])
+        nxt = np.concatenate(step_to)
+        nxt = nxt[~visited[nxt]]
+        frontier = dedupe(nxt) if len(nxt) else nxt
+    return np.sort(np.concatenate(found)) if found else seeds[:0]
 
 
 def _fill_from_parents(vals: np.ndarray, step0: int) -> None:
@@ -315,6 +396,37 @@ def _fill_from_parents(vals: np.ndarray, step0: int) -> None:
         t //= 2
 
 
+MODES = ("sparse", "traced", "dense")
+
+
+def _sample(sdf_fn: SdfFn, bounds_min, bounds_max, resolution: int, mode: str, batch_points: int,
+            lipschitz: Union[float, str], level: float, coarse_resolution: Optional[int], device, progress: bool,
+            safety_margin: float) -> Tuple[np.ndarray, int, float, Optional[np.ndarray]]:
+    """Grid values, points evaluated, Lipschitz bound used and (traced mode) the straddling voxels."""
+    _, spacing, axes = _grid_axes(bounds_min, bounds_max, resolution)
+    res = int(resolution)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
+    auto = isinstance(lipschitz, str)
+    if auto and lipschitz != "auto":
+        raise ValueError(f"lipschitz must be a positive number or 'auto', got {lipschitz!r}")
+    if not ((auto or lipschitz > 0) and safety_margin > 0):
+        raise ValueError(f"lipschitz and safety_margin must be positive, got {lipschitz} and {safety_margin}")
+    ev = _Evaluator(sdf_fn, axes, resolve_device(device), batch_points, progress)
+    used, cells = float("nan") if auto else float(lipschitz), None
+    try:
+        if mode == "dense":
+            grid = _dense_grid(ev, res)
+        else:
+            step0 = _coarse_step(res, coarse_resolution)
+            bound = None if auto else float(lipschitz) * float(safety_margin)
+            grid, used, cells = _sparse_grid(ev, res, step0, spacing, level, bound, float(safety_margin),
+                                             trace=mode == "traced")
+    finally:
+        ev.close()
+    return grid, ev.n_evaluated, used, cells
+
+
 def sdf_grid(
     sdf_fn: SdfFn,
     bounds_min: Sequence[float],
@@ -328,39 +440,19 @@ def sdf_grid(
     device: Optional[Union[str, torch.device]] = None,
     progress: bool = False,
     safety_margin: float = DEFAULT_SAFETY_MARGIN,
-    return_lipschitz: bool = False,
-):
-    """SDF sampled on the grid: ``(R, R, R)`` float32 and the number of points evaluated
-    (with ``return_lipschitz`` also the Lipschitz bound used, before the margin: the measured
-    one for ``lipschitz="auto"``, NaN in dense mode then).
+) -> Tuple[np.ndarray, int]:
+    """SDF sampled on the grid: ``(R, R, R)`` float32 and the number of points evaluated.
 
     In sparse mode only values near the ``level`` set are exact; the others carry the
-    correct sign (given the Lipschitz bound) but not the correct magnitude.
-    Arguments as in :func:`extract_mesh`.
+    correct sign (given the Lipschitz bound) but not the correct magnitude. The traced mode
+    of :func:`extract_mesh` gives no such grid (its values are only meaningful at the voxels it
+    meshes), so ``mode`` is ``"sparse"`` or ``"dense"`` here. Arguments as in :func:`extract_mesh`.
     """
-    _, spacing, axes = _grid_axes(bounds_min, bounds_max, resolution)
-    res = int(resolution)
-    if mode not in ("sparse", "dense"):
-        raise ValueError(f"mode must be 'sparse' or 'dense', got {mode!r}")
-    auto = isinstance(lipschitz, str)
-    if auto and lipschitz != "auto":
-        raise ValueError(f"lipschitz must be a positive number or 'auto', got {lipschitz!r}")
-    if not ((auto or lipschitz > 0) and safety_margin > 0):
-        raise ValueError(f"lipschitz and safety_margin must be positive, got {lipschitz} and {safety_margin}")
-    ev = _Evaluator(sdf_fn, axes, resolve_device(device), batch_points, progress)
-    used = float("nan") if auto else float(lipschitz)
-    try:
-        if mode == "dense":
-            grid = _dense_grid(ev, res)
-        else:
-            step0 = _coarse_step(res, coarse_resolution)
-            bound = None if auto else float(lipschitz) * float(safety_margin)
-            grid, used = _sparse_grid(ev, res, step0, spacing, level, bound, float(safety_margin))
-    finally:
-        ev.close()
-    if return_lipschitz:
-        return grid, ev.n_evaluated, used
-    return grid, ev.n_evaluated
+    if mode == "traced":
+        raise ValueError("sdf_grid: mode 'traced' has no full grid of signs; use 'sparse' or 'dense'")
+    grid, n, _, _ = _sample(sdf_fn, bounds_min, bounds_max, resolution, mode, batch_points, lipschitz, level,
+                            coarse_resolution, device, progress, safety_margin)
+    return grid, n
 
 
 def extract_mesh(
@@ -385,9 +477,11 @@ def extract_mesh(
             under ``torch.inference_mode()``.
         bounds_min, bounds_max: box corners ``(3,)``.
         resolution: grid samples per axis, both box ends included.
-        mode: ``"sparse"`` (coarse-to-fine, evaluates only a shell around the surface)
-            or ``"dense"`` (every grid point). Both give the same mesh when the SDF
-            is ``lipschitz``-Lipschitz.
+        mode: ``"sparse"`` (coarse-to-fine, evaluates only a shell around the surface),
+            ``"traced"`` (coarse-to-fine, the last level traced along the surface; module
+            docstring) or ``"dense"`` (every grid point). Sparse and dense give the same mesh
+            when the SDF is ``lipschitz``-Lipschitz; traced too, but for components that
+            straddle no cell of the lattice of every second grid point.
         batch_points: most points per ``sdf_fn`` call.
         lipschitz: assumed bound on ``|grad sdf|`` (sparse mode), or ``"auto"``: measured
             per cell from finite differences of its corners (module docstring).
@@ -408,11 +502,8 @@ def extract_mesh(
         ValueError: if the level set does not cross the box (grid all outside or all
             inside), or ``sdf_fn`` returns non-finite values.
     """
-    grid, n_eval, used = sdf_grid(
-        sdf_fn, bounds_min, bounds_max, resolution, mode=mode, batch_points=batch_points,
-        lipschitz=lipschitz, level=level, coarse_resolution=coarse_resolution, device=device,
-        progress=progress, safety_margin=safety_margin, return_lipschitz=True,
-    )
+    grid, n_eval, used, cells = _sample(sdf_fn, bounds_min, bounds_max, resolution, mode, batch_points, lipschitz,
+                                        level, coarse_resolution, device, progress, safety_margin)
     bmin, spacing, _ = _grid_axes(bounds_min, bounds_max, resolution)
     vmin, vmax = float(grid.min()), float(grid.max())
     where = f"in the box {bmin.tolist()}..{np.asarray(bounds_max, dtype=np.float64).tolist()}"
@@ -429,7 +520,7 @@ def extract_mesh(
     # skimage winds "descent" faces so that normals point to increasing values: outwards for an SDF.
     verts, faces, _, _ = measure.marching_cubes(
         grid, level=level, spacing=tuple(float(s) for s in spacing), gradient_direction="descent",
-        allow_degenerate=False,
+        allow_degenerate=False, mask=cells,
     )
     if len(faces) == 0:
         raise ValueError(f"no surface {where}: the SDF touches {level} but never crosses it")

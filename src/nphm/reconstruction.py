@@ -55,7 +55,8 @@ def mesh_identity(
         identity: NPHM/NPM identity model (on ``device``).
         z_id: (D,) identity latent.
         resolution: grid samples per axis over ``bounds`` (release: 256 demo, 400 test).
-        extraction: ``"sparse"`` (coarse-to-fine) or ``"dense"`` marching-cubes grid.
+        extraction: ``"sparse"`` (coarse-to-fine), ``"traced"`` (coarse-to-fine, the last level
+            traced along the surface) or ``"dense"`` marching-cubes grid (:mod:`nphm.mesh`).
         query_mode: NPHM ensemble query mode (``"sparse"`` / ``"exact"``).
     Returns:
         Mesh in the nphm frame.

@@ -441,7 +441,7 @@ def run_whole_fit(settings: WholeFitSettings, setup: ReleaseSizeSetup, device: t
         if variant != "straightforward":
             start = time.perf_counter()
             canonical, posed = mesh_fit(setup.identity, setup.deformation, z_id, z_ex, settings.resolution,
-                                        FITTING_BOUNDS)
+                                        FITTING_BOUNDS, mode="traced")
             synchronize(device)
             row["seconds_meshing"] = time.perf_counter() - start
             row["vertices"] = len(canonical.vertices)
