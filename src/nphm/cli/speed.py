@@ -4,7 +4,8 @@ Builds the release-size NPHM identity network with random weights (briefly fitte
 analytic head so that its zero level set is a closed head-sized surface) and prints, measured
 in this one process, points/s of the naive all-members evaluation vs our exact and sparse
 modes, their max |difference|, and mesh extraction at 128^3 and 256^3 (dense vs coarse-to-fine
-with the fixed and with the per-cell measured Lipschitz bound; median of --mesh_repeats runs),
+with the fixed and with the per-cell measured Lipschitz bound, and traced: the last level walked
+along the surface; median of --mesh_repeats runs),
 with the peak memory of every measurement.
 """
 import argparse
