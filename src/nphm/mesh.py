@@ -230,8 +230,9 @@ def _sparse_grid(ev: _Evaluator, res: int, step0: int, spacing: np.ndarray, leve
     """Coarse-to-fine evaluation (see module docstring); returns ``(R, R, R)`` float32, the
     Lipschitz bound (before the margin; with ``bound=None`` the largest cell slope measured) and,
     with ``trace``, the bool ``(R, R, R)`` mask of the corners of the voxels that straddle
-    ``level`` (None without ``trace``). With ``trace`` the last level is traced
-    (:func:`_trace_surface`) and only the values at the mask's voxel corners are meaningful.
+    ``level`` (None without ``trace``). With ``trace`` the levels below cells of
+    :data:`TRACE_FROM` voxels are walked (:func:`_walk_cells`) and only the values at the mask's
+    voxel corners are meaningful.
 
     ``bound`` is lipschitz * safety_margin (None: per cell, ``margin * max(slope, 1)``); the child
     of a cell of step ``s`` that touches corner ``c`` is refined when ``|v_c - level| <= bound *
@@ -327,12 +328,10 @@ def _sparse_grid(ev: _Evaluator, res: int, step0: int, spacing: np.ndarray, leve
 
     _fill_from_parents(vals, step0)
     used = measured if bound is None else bound / margin
-    if trace:
-        if traced is None:  # the lattice was the fine grid (step0 == 1: all known) or no cell survived
-            traced = np.full(rp**3, step0 == 1)
-        traced = traced.reshape(rp, rp, rp)[:res, :res, :res]
+    if trace and traced is None:  # the lattice was the fine grid (step0 == 1: all known) or no cell survived
+        traced = np.full(rp**3, step0 == 1)
     crop = (lambda a: a) if rp == res else (lambda a: np.ascontiguousarray(a[:res, :res, :res]))
-    return crop(vals), used, (None if traced is None else np.ascontiguousarray(traced))
+    return crop(vals), used, (None if traced is None else crop(traced.reshape(rp, rp, rp)))
 
 
 def _walk_cells(evaluate: Callable[[np.ndarray], None], flat: np.ndarray, seeds: np.ndarray, step: int, rp: int,
@@ -402,7 +401,8 @@ MODES = ("sparse", "traced", "dense")
 def _sample(sdf_fn: SdfFn, bounds_min, bounds_max, resolution: int, mode: str, batch_points: int,
             lipschitz: Union[float, str], level: float, coarse_resolution: Optional[int], device, progress: bool,
             safety_margin: float) -> Tuple[np.ndarray, int, float, Optional[np.ndarray]]:
-    """Grid values, points evaluated, Lipschitz bound used and (traced mode) the straddling voxels."""
+    """Grid values, points evaluated, Lipschitz bound used and (traced mode) the mask of the
+    straddling voxels' corners (None in the other modes)."""
     _, spacing, axes = _grid_axes(bounds_min, bounds_max, resolution)
     res = int(resolution)
     if mode not in MODES:
