@@ -8,7 +8,9 @@ import torch
 import trimesh
 from scipy.spatial.transform import Rotation
 
-from nphm.fitting.alignment import Similarity, auto_align, check_points, rotation_angle_deg, umeyama
+from nphm.fitting.alignment import (
+    Similarity, auto_align, candidate_rotations, check_points, icp, icp_batch, rotation_angle_deg, umeyama,
+)
 from nphm.fitting.custom import (
     align_scans,
     load_landmark_file,
@@ -17,6 +19,7 @@ from nphm.fitting.custom import (
     reference_landmarks,
     run_custom_fit,
 )
+from support.naive_icp import naive_icp
 from support.recovery import surface_distance
 from nphm.fitting.schedule import FittingSettings
 from support.toy_models import AnalyticExpression, AnalyticHeadIdentity, toy_expression_offsets, toy_surface_samples
@@ -84,6 +87,34 @@ def test_automatic_alignment_recovers_similarity_of_frontal_scan(target, units, 
     rot, scale, trans = errors(aligned.transform)
     assert rot < 1.0 and scale < 0.01 and trans < 1.0, (rot, scale, trans)
     assert aligned.unit == "mm"
+
+
+@pytest.mark.parametrize("with_scale, trim, iterations", [(True, 0.9, 25), (False, 1.0, 10)])
+def test_batched_icp_follows_every_start_on_its_own(target, with_scale, trim, iterations):
+    """icp_batch from 25 starts (the principal-axis candidates, some far off, one at the optimum
+    that stops early) = the one-start-at-a-time ICP of each: transforms, RMS, score, iterations.
+    (Starts that keep jumping between nearest neighbours far from any optimum can amplify the
+    different summation order's rounding over many iterations: 1e-2 after 25 without scale and
+    trimming, so that case is compared over the coarse stage's 10.)"""
+    scan = TRUE.invert(head(z=(0.3, -0.2, 0.1, 0.0), n=800, seed=3))
+    c_src, c_ref = scan.mean(0), target.points.mean(0)
+    inits = [Similarity(0.004, R, c_ref - 0.004 * R @ c_src) for R in candidate_rotations(scan * 0.004, target.points)]
+    inits.append(TRUE)  # at the optimum already: stops early
+    kw = dict(iterations=iterations, trim=trim, with_scale=with_scale, tol=1e-7)
+    batch = icp_batch(scan, target, inits, **kw)
+    its = set()
+    for init, got in zip(inits, batch):
+        ref = naive_icp(scan, target, init, **kw)
+        its.add(ref.iterations)
+        assert got.iterations == ref.iterations
+        assert got.transform.scale == pytest.approx(ref.transform.scale, rel=1e-9)
+        np.testing.assert_allclose(got.transform.rotation, ref.transform.rotation, atol=1e-6)
+        np.testing.assert_allclose(got.transform.translation, ref.transform.translation, atol=1e-6)
+        assert got.rms == pytest.approx(ref.rms, rel=1e-7) and got.score == pytest.approx(ref.score, rel=1e-7)
+    if iterations > 10:
+        assert len(its) > 1  # starts stopped at different iterations
+    single = icp(scan, target, inits[3], **kw)
+    np.testing.assert_allclose(single.transform.rotation, batch[3].transform.rotation, atol=1e-12)
 
 
 def test_automatic_alignment_of_another_head(target):

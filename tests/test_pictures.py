@@ -221,3 +221,19 @@ def test_markdown_table_plain_cells():
 def test_format_metric():
     assert [format_metric(v) for v in (None, "abc", float("nan"), 0.12345, 100.0, -250.04, 3)] == \
         ["-", "abc", "nan", "0.123", "100.0", "-250.0", "3.000"]
+
+
+def test_display_mesh_simplifies_large_meshes_close_to_the_surface():
+    """A fine sphere (r 0.5, 328k faces) drawn with about 100k faces, every vertex within a
+    fraction of a cell of the true sphere; small meshes are drawn as they are."""
+    from nphm.pictures.base import display_mesh
+
+    fine = trimesh.creation.icosphere(subdivisions=7, radius=0.5)
+    shown = display_mesh(fine, max_faces=100_000)
+    assert 60_000 <= len(shown.faces) <= 130_000
+    cell = math.sqrt(3.0 * fine.area / 100_000)
+    radial = np.abs(np.linalg.norm(shown.vertices, axis=1) - 0.5)
+    assert radial.max() < 0.25 * cell and np.median(radial) < 0.02 * cell
+    assert abs(shown.area / fine.area - 1.0) < 0.01
+    small = trimesh.creation.icosphere(subdivisions=3)
+    assert display_mesh(small, max_faces=100_000) is small

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -102,16 +102,6 @@ class IcpResult:
     iterations: int
 
 
-def _rotation_from_vector(w: np.ndarray) -> np.ndarray:
-    """Rodrigues: the rotation by angle |w| about w / |w|."""
-    angle = float(np.linalg.norm(w))
-    if angle < 1e-15:
-        return np.eye(3)
-    k = w / angle
-    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
-
-
 def updated_similarity(T: Similarity, sigma: float, dR: np.ndarray, center: np.ndarray,
                        shift: np.ndarray) -> Similarity:
     """``T`` followed by ``p -> (1 + sigma) dR (p - center) + center + shift`` (nphm frame): the
@@ -153,37 +143,97 @@ def icp(
     e.g. shoulders) and takes a Gauss-Newton step of the point-to-plane error for a small
     rotation and translation (and scale when ``with_scale``, kept within a factor
     ``scale_range`` of the scale of ``init``: a partial scan could otherwise shrink onto a patch
-    of the target; without ``with_scale`` the scale of ``init`` is kept).
+    of the target; without ``with_scale`` the scale of ``init`` is kept). It stops after the
+    first step shorter than ``tol``. :func:`icp_batch` with one start.
     """
-    s_lo, s_hi = init.scale / scale_range, init.scale * scale_range
-    T = init
-    rms = np.inf
-    it = 0
+    return icp_batch(src, target, [init], iterations, trim, with_scale, tol, score_cap, scale_range)[0]
+
+
+def _rotations_from_vectors(w: np.ndarray) -> np.ndarray:
+    """Rodrigues for a batch: (K, 3) rotation vectors -> (K, 3, 3) rotations."""
+    angle = np.linalg.norm(w, axis=1)
+    k = w / np.where(angle > 1e-15, angle, 1.0)[:, None]
+    K = np.zeros((len(w), 3, 3))
+    K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
+    K = K - K.transpose(0, 2, 1)
+    R = np.eye(3) + np.sin(angle)[:, None, None] * K + (1 - np.cos(angle))[:, None, None] * K @ K
+    R[angle < 1e-15] = np.eye(3)
+    return R
+
+
+def icp_batch(
+    src: np.ndarray,
+    target: Target,
+    inits: Sequence[Similarity],
+    iterations: int = 30,
+    trim: float = 0.9,
+    with_scale: bool = False,
+    tol: float = 1e-8,
+    score_cap: float = 0.05,
+    scale_range: float = 1.3,
+) -> List[IcpResult]:
+    """:func:`icp` of the same ``src`` (N, 3, input frame) from every start in ``inits`` (K of
+    them) at once: one nearest-neighbour query and one batched solve per iteration for all
+    starts (the automatic pose runs 84). Every start follows exactly its own :func:`icp` (a
+    start stops when its own step is shorter than ``tol``); only the summation order differs.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    K, N = len(inits), len(src)
+    scale = np.array([T.scale for T in inits], dtype=np.float64)
+    rot = np.stack([np.asarray(T.rotation, dtype=np.float64) for T in inits])
+    trans = np.stack([np.asarray(T.translation, dtype=np.float64) for T in inits])
+    s_lo, s_hi = scale / scale_range, scale * scale_range
+    active = np.ones(K, dtype=bool)
+    rms = np.full(K, np.inf)
+    its = np.zeros(K, dtype=int)
+
+    def apply(idx: np.ndarray) -> np.ndarray:
+        # Similarity.apply: s * x @ R^-1 + t, R^-1 taken explicitly as there
+        return scale[idx, None, None] * src[None] @ np.linalg.inv(rot[idx]) + trans[idx, None, :]
+
+    n_unknowns = 7 if with_scale else 6
     for it in range(1, iterations + 1):
-        p = T.apply(src)
-        _, j = target.tree.query(p)
-        q, n = target.points[j], target.normals[j]
-        r = ((p - q) * n).sum(1)
-        cut = np.quantile(np.abs(r), trim) if trim < 1.0 else np.inf
-        keep = np.abs(r) <= cut
-        rms = float(np.sqrt(np.mean(r[keep] ** 2)))
-        c = p[keep].mean(0)
-        pc = p[keep] - c
-        cols = [np.cross(pc, n[keep]), n[keep]]
-        if with_scale:
-            cols.append((pc * n[keep]).sum(1, keepdims=True))
-        A = np.concatenate(cols, axis=1)
-        # normal equations of the small (6 or 7 unknowns) least-squares problem, lightly damped
-        AtA = A.T @ A
-        AtA[np.diag_indices_from(AtA)] += 1e-12 * max(float(np.trace(AtA)), 1e-30)
-        x = np.linalg.solve(AtA, -(A.T @ r[keep]))
-        dR = _rotation_from_vector(x[:3])
-        sigma = float(np.clip(T.scale * (1.0 + x[6]), s_lo, s_hi) / T.scale - 1.0) if with_scale else 0.0
-        T = updated_similarity(T, sigma, dR, c, x[3:6])
-        if np.linalg.norm(x[:6]) < tol:
+        idx = np.nonzero(active)[0]
+        if idx.size == 0:
             break
-    d, _ = target.tree.query(T.apply(src))
-    return IcpResult(T, rms, float(np.minimum(d, score_cap).mean()), it)
+        its[idx] = it
+        p = apply(idx)  # (k, N, 3)
+        _, j = target.tree.query(p.reshape(-1, 3), workers=-1)
+        j = j.reshape(len(idx), N)
+        q, n = target.points[j], target.normals[j]
+        r = ((p - q) * n).sum(-1)  # (k, N)
+        cut = np.quantile(np.abs(r), trim, axis=1) if trim < 1.0 else np.full(len(idx), np.inf)
+        w = (np.abs(r) <= cut[:, None]).astype(np.float64)
+        count = w.sum(1)
+        rms[idx] = np.sqrt((w * r**2).sum(1) / count)
+        c = (w[..., None] * p).sum(1) / count[:, None]
+        pc = p - c[:, None, :]
+        cols = [np.cross(pc, n), n]
+        if with_scale:
+            cols.append((pc * n).sum(-1, keepdims=True))
+        A = np.concatenate(cols, axis=-1)  # (k, N, 6 or 7)
+        Aw = A * w[..., None]
+        # normal equations of the small least-squares problems, lightly damped
+        AtA = Aw.transpose(0, 2, 1) @ A
+        trace = np.trace(AtA, axis1=1, axis2=2)
+        AtA[:, np.arange(n_unknowns), np.arange(n_unknowns)] += (1e-12 * np.maximum(trace, 1e-30))[:, None]
+        x = np.linalg.solve(AtA, -(Aw.transpose(0, 2, 1) @ r[..., None]))[..., 0]
+        dR = _rotations_from_vectors(x[:, :3])
+        if with_scale:
+            sigma = np.clip(scale[idx] * (1.0 + x[:, 6]), s_lo[idx], s_hi[idx]) / scale[idx] - 1.0
+        else:
+            sigma = np.zeros(len(idx))
+        # updated_similarity for every start
+        f = (1.0 + sigma)[:, None]
+        trans[idx] = f * (dR @ (trans[idx] - c)[..., None])[..., 0] + c + x[:, 3:6]
+        rot[idx] = dR @ rot[idx]
+        scale[idx] = scale[idx] * (1.0 + sigma)
+        active[idx[np.linalg.norm(x[:, :6], axis=1) < tol]] = False
+    all_idx = np.arange(K)
+    d, _ = target.tree.query(apply(all_idx).reshape(-1, 3), workers=-1)
+    score = np.minimum(d.reshape(K, N), score_cap).mean(1)
+    return [IcpResult(Similarity(float(scale[k]), rot[k], trans[k]), float(rms[k]), float(score[k]), int(its[k]))
+            for k in range(K)]
 
 
 def _principal_axes(points: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -253,14 +303,11 @@ def auto_align(
         scale = UNIT_TO_NPHM[guess_unit(points, target.points)]
     c_src = src.mean(0)
     c_ref = target.points.mean(0)
-    starts = []
-    for R in candidate_rotations(src * scale, target.points):
-        init = Similarity(scale, R, c_ref - scale * R @ c_src)
-        starts.append(icp(src, target, init, iterations=10, trim=trim, with_scale=True))
-    starts.sort(key=lambda r: r.score)
+    inits = [Similarity(scale, R, c_ref - scale * R @ c_src) for R in candidate_rotations(src * scale, target.points)]
+    starts = sorted(icp_batch(src, target, inits, iterations=10, trim=trim, with_scale=True), key=lambda r: r.score)
     dense = subsample(4 * n_points)
-    refined = [icp(dense, target, r.transform, iterations=40, trim=trim, with_scale=True)
-               for r in starts[:n_refine]]
+    refined = icp_batch(dense, target, [r.transform for r in starts[:n_refine]], iterations=40, trim=trim,
+                        with_scale=True)
     best = min(refined, key=lambda r: r.score)
     if keep_scale:
         return best

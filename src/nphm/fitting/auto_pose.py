@@ -46,8 +46,9 @@ import torch
 from scipy.spatial.transform import Rotation
 from torch import nn
 
+from nphm.fitting.adam import Adam
 from nphm.fitting.alignment import (
-    UNIT_TO_NPHM, Similarity, Target, at_unit_scale, candidate_rotations, check_points, closest_unit, icp,
+    UNIT_TO_NPHM, Similarity, Target, at_unit_scale, candidate_rotations, check_points, closest_unit, icp_batch,
     mm_per_nphm, rotation_angle_deg, unit_of_scale, updated_similarity,
 )
 from nphm.fitting.joint import frozen
@@ -231,7 +232,7 @@ def _model_refine(identity: nn.Module, points: np.ndarray, transforms: Sequence[
     tau = torch.zeros(K, 3, device=device, requires_grad=True)
     z = torch.zeros(K, identity.lat_dim, device=device, requires_grad=True)
     pose_params = [tau] + ([w] if fit_rotation else []) + ([sigma] if fit_scale else [])
-    opt = torch.optim.Adam([{"params": pose_params, "lr": s.lr_pose}, {"params": [z], "lr": s.lr_latent}])
+    opt = Adam([{"params": pose_params, "lr": s.lr_pose}, {"params": [z], "lr": s.lr_latent}])
 
     def transformed() -> torch.Tensor:
         R = rotation_exp(w)
@@ -331,19 +332,15 @@ def auto_pose(
         reference, s.coarse_reference_points, rng)
     starts = [(f"{name}, {label}", scale, R) for label, scale in scales
               for name, R in start_rotations(coarse * scale, ref)]
-    results = []
-    for name, scale, R in starts:
-        init = Similarity(scale, R, c_ref - scale * R @ c_src)
-        results.append((name, icp(coarse, sparse, init, iterations=s.coarse_iterations, trim=s.trim,
-                                  with_scale=with_scale, score_cap=s.icp_cap, scale_range=s.scale_range)))
-    results.sort(key=lambda r: r[1].score)
-    refined = []
-    for name, r in _distinct(results, lambda r: r[1].transform, s.n_refine, s.distinct_degrees):
-        # the scale may keep moving from the coarse estimate, within the same overall range
-        rr = icp(dense, reference, r.transform, iterations=s.refine_iterations, trim=s.trim, with_scale=with_scale,
-                 score_cap=s.icp_cap, scale_range=s.scale_range)
-        refined.append((name, rr))
-    refined.sort(key=lambda r: r[1].score)
+    inits = [Similarity(scale, R, c_ref - scale * R @ c_src) for _, scale, R in starts]
+    coarse_results = icp_batch(coarse, sparse, inits, iterations=s.coarse_iterations, trim=s.trim,
+                               with_scale=with_scale, score_cap=s.icp_cap, scale_range=s.scale_range)
+    results = sorted(zip([name for name, _, _ in starts], coarse_results), key=lambda r: r[1].score)
+    best = _distinct(results, lambda r: r[1].transform, s.n_refine, s.distinct_degrees)
+    # the scale may keep moving from the coarse estimate, within the same overall range
+    refined_results = icp_batch(dense, reference, [r.transform for _, r in best], iterations=s.refine_iterations,
+                                trim=s.trim, with_scale=with_scale, score_cap=s.icp_cap, scale_range=s.scale_range)
+    refined = sorted(zip([name for name, _ in best], refined_results), key=lambda r: r[1].score)
     refined = _distinct(refined, lambda r: r[1].transform, s.n_candidates, s.distinct_degrees)
     if identity is not None and s.model_steps >= 0:
         model_pts = subsample(s.model_points)

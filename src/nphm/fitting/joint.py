@@ -47,6 +47,7 @@ from torch import nn
 from tqdm import tqdm
 
 from nphm.data.frames import Similarity
+from nphm.fitting.adam import Adam
 from nphm.fitting.implicit import (
     ForwardDeformation,
     RootCache,
@@ -393,7 +394,7 @@ def _optimise(
 ) -> Tuple[List[Dict[str, float]], float]:
     """Adam over ``params`` with the scheduled lr; a pose's parameters form a second group with
     lr ``pose.settings.lr`` decayed alike, frozen before release step ``pose.settings.start_step``."""
-    opt = torch.optim.Adam(params, lr=settings.lr)
+    opt = Adam(params, lr=settings.lr)
     pose_groups = [] if pose is None else pose.param_groups()
     for group in pose_groups:
         opt.add_param_group(dict(group, base_lr=group["lr"]))

@@ -20,7 +20,8 @@ import numpy as np
 import trimesh
 
 from nphm.pictures.base import (
-    FRONT, MESH_COLOR, SIDE, UP, PathLike, add_shaded_points, mesh_polydata, off_screen_plotter, save_screenshot,
+    FRONT, MESH_COLOR, SIDE, UP, PathLike, add_shaded_points, display_mesh, mesh_polydata, off_screen_plotter,
+    save_screenshot,
 )
 from nphm.pictures.scans import _SCALAR_BAR
 
@@ -97,7 +98,9 @@ def fit_overview_figure(
         ``path``.
 
     The cameras look at the centre of the bounding box of the fit and the scan from 1.7 times
-    its diagonal (30 degree view angle).
+    its diagonal (30 degree view angle). A fit of more than
+    :data:`nphm.pictures.base.DISPLAY_FACES` faces is drawn simplified (:func:`display_mesh`;
+    its vertices' errors from the same scan points); the caption's coverage is the full mesh's.
     """
     from nphm.fitting.report import ERROR_COLORMAP, ERROR_MAX_MM, distance_summary, vertex_errors
 
@@ -108,18 +111,23 @@ def fit_overview_figure(
     d_scan = np.asarray(summary["per_point_mm"])
     d_vert, observed = errors if errors is not None else vertex_errors(fit_mesh, scan_points, scale_to_mm,
                                                                         summary=summary)
+    shown = display_mesh(fit_mesh)
+    if shown is not fit_mesh:  # the drawn copy's vertices get their errors from the same feet
+        d_shown = vertex_errors(shown, scan_points, scale_to_mm, summary=summary)[0]
+    else:
+        d_shown = d_vert
     # vertex normals given once, so that no panel computes them for its smooth shading
-    fit = mesh_polydata(fit_mesh)
-    fit.point_data["Normals"] = np.asarray(fit_mesh.vertex_normals, dtype=np.float32)
+    fit = mesh_polydata(shown)
+    fit.point_data["Normals"] = np.asarray(shown.vertex_normals, dtype=np.float32)
     fit.point_data.active_normals_name = "Normals"
     colored = fit.copy(deep=False)
-    colored.point_data["fit to scan [mm]"] = d_vert
+    colored.point_data["fit to scan [mm]"] = d_shown
     keep = _subset(scan_points, max_points, np.random.default_rng(0))
     import pyvista as pv
 
     cloud = pv.PolyData(scan_points[keep])
     cloud.point_data["scan to fit [mm]"] = d_scan[keep]
-    center, dist = _frame(np.concatenate([np.asarray(fit_mesh.vertices), scan_points[keep]]), 1.7)
+    center, dist = _frame(np.concatenate([np.asarray(shown.vertices), scan_points[keep]]), 1.7)
     bar = dict(_SCALAR_BAR, position_x=0.84)
     heads = ("scan (blue) over the fit (grey)", "fit: distance to the scan",
              "scan: distance to the fit")
