@@ -233,3 +233,44 @@ def test_script_reports_bad_input(tmp_path, capsys):
     code = fit_custom.main(["--points", str(tmp_path / "nothing.ply"), "--cfg_file", str(tmp_path / "none.yaml")])
     assert code == 2
     assert "none.yaml" in capsys.readouterr().err
+
+
+def test_mean_head_cache_is_used_only_for_its_own_model(tmp_path, monkeypatch):
+    """write_mean_head stores the mean head with the model's fingerprint; cached_mean_head reads
+    it for that model (the computed one to float32 rounding) and computes it for any other."""
+    import nphm.fitting.custom as custom
+
+    model = AnalyticHeadIdentity()
+    monkeypatch.setattr(custom, "MEAN_HEAD_RESOLUTION", 32)
+    monkeypatch.setattr(custom, "MEAN_HEAD_SAMPLES", 2000)
+    custom.write_mean_head(tmp_path / "exp", model)
+    computed = custom.mean_head_target(model)
+    calls = []
+    real = custom.mean_head_target
+    monkeypatch.setattr(custom, "mean_head_target", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cached = custom.cached_mean_head(model, tmp_path)
+    assert not calls
+    np.testing.assert_allclose(cached.points, computed.points, atol=1e-7)
+    np.testing.assert_allclose(cached.normals, computed.normals, atol=1e-6)
+    other = AnalyticHeadIdentity()
+    with torch.no_grad():
+        other.mean.add_(1e-3)
+    custom.cached_mean_head(other, tmp_path)
+    custom.cached_mean_head(model, tmp_path, seed=1)
+    assert len(calls) == 2
+
+
+def test_shipped_mean_heads_belong_to_the_shipped_models():
+    """The mean_head.npz beside every shipped identity model was made from that model."""
+    from nphm.checkpoints import load_identity
+    from nphm.fitting.custom import MEAN_HEAD_FILE, model_fingerprint
+    from nphm.pretrained import available_epochs
+
+    models = ROOT / "pretrained" / "ict_cpu"
+    files = sorted(models.glob(f"*/{MEAN_HEAD_FILE}"))
+    assert {f.parent.name for f in files} == {"nphm_cpu", "npm_cpu"}
+    for f in files:
+        model, _ = load_identity(f.parent, available_epochs(f.parent)[-1])
+        with np.load(f) as data:
+            assert data["fingerprint"].item() == model_fingerprint(model), f
+            assert data["points"].shape == (30_000, 3)

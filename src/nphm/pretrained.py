@@ -239,6 +239,27 @@ def exported_identity_anchors(models_dir: PathLike, names: Optional[Sequence[str
     return out
 
 
+def write_mean_heads(models_dir: PathLike, names: Optional[Sequence[str]] = None) -> List[Path]:
+    """Store the mean head of every identity experiment in ``models_dir`` (``names``, default
+    all; deformation experiments are skipped) beside its checkpoints
+    (:func:`nphm.fitting.custom.write_mean_head`): the automatic alignment's reference surface,
+    read instead of computed when the same model fits a scan. Returns the written paths."""
+    from nphm.checkpoints import load_identity
+    from nphm.fitting.custom import write_mean_head
+
+    root = Path(models_dir)
+    names = sorted(p.name for p in root.iterdir() if (p / "configs.yaml").is_file()) if names is None else names
+    written = []
+    for name in names:
+        exp = root / name
+        epochs = available_epochs(exp)
+        if not epochs or "ex_decoder" in load_config(exp):
+            continue
+        model, _ = load_identity(exp, epochs[-1])
+        written.append(write_mean_head(exp, model.eval()))
+    return written
+
+
 def write_landmark_reference(models_dir: PathLike, manager, names: Optional[Sequence[str]] = None,
                              subjects: Optional[Sequence[int]] = None) -> Path:
     """Write ``models_dir/landmarks_reference.json`` (:mod:`nphm.fitting.landmarks`) from the

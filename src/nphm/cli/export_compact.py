@@ -8,7 +8,9 @@ is copied to OUT/training_dataset.json with a few vertices of every test subject
 can regenerate the held-out test subjects and check that they are the same, and
 OUT/landmarks_reference.json is written: the mean 68 landmarks and 39 anchors of the training
 subjects' neutral registrations and the NPHM identity models' anchors at z = 0, the reference
-positions for aligning scans by landmarks (nphm.fitting.landmarks).
+positions for aligning scans by landmarks (nphm.fitting.landmarks). Every exported identity
+model gets OUT/NAME/mean_head.npz, the automatic alignment's reference surface (its mean head),
+so that fit_custom.py reads it instead of meshing it.
 
 Examples (the shipped models in pretrained/ict_cpu and pretrained/synthetic_cpu, see their README.md):
     python scripts/training/export_compact.py --experiment_dir work/ict/experiments \\
@@ -46,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from nphm.data import DataManager
-    from nphm.pretrained import export_compact, held_out_fingerprints, write_landmark_reference
+    from nphm.pretrained import export_compact, held_out_fingerprints, write_landmark_reference, write_mean_heads
     from nphm.utils.io import save_json
 
     failed = 0
@@ -65,6 +67,9 @@ def main(argv=None) -> int:
             failed += 1
             continue
         print(f"{name}: {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    exported_names = [exported for _, _, exported in items if (args.out / exported / "configs.yaml").is_file()]
+    for path in write_mean_heads(args.out, exported_names):
+        print(f"mean head: {path}")
     if args.dataset is not None:
         src = args.dataset / "dataset.json"
         if not src.is_file():

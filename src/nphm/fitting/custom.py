@@ -174,8 +174,15 @@ def dataset_mean_landmarks(manager, max_subjects: Optional[int] = None) -> np.nd
 CUSTOM_MESH_MODE = "traced"
 
 
-def mean_head_target(identity: nn.Module, resolution: int = 96, n: int = 30_000, seed: int = 0,
-                     bounds=None) -> Target:
+#: The mean head of the alignment: marching cubes at this resolution, this many surface samples.
+MEAN_HEAD_RESOLUTION = 96
+MEAN_HEAD_SAMPLES = 30_000
+#: The mean head stored in an identity experiment's folder (:func:`write_mean_head`).
+MEAN_HEAD_FILE = "mean_head.npz"
+
+
+def mean_head_target(identity: nn.Module, resolution: int = MEAN_HEAD_RESOLUTION, n: int = MEAN_HEAD_SAMPLES,
+                     seed: int = 0, bounds=None) -> Target:
     """Surface samples (n, 3) with normals of the model's mean head (``z = 0``), nphm frame."""
     from nphm.reconstruction import FITTING_BOUNDS
 
@@ -184,6 +191,56 @@ def mean_head_target(identity: nn.Module, resolution: int = 96, n: int = 30_000,
                          bounds=bounds or FITTING_BOUNDS, device=dev, extraction=CUSTOM_MESH_MODE)
     pts, face = trimesh.sample.sample_surface(mesh, n, seed=seed)
     return Target(pts, mesh.face_normals[face])
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 (hex) of a model's state dict: names, dtypes, shapes and values."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        t = value.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def write_mean_head(experiment: PathLike, identity: nn.Module, seed: int = 0) -> Path:
+    """Store :func:`mean_head_target` of ``identity`` (default resolution and samples, float32)
+    as ``experiment/mean_head.npz`` with the model's fingerprint, so that fitting with this model
+    skips computing it (2 s on a laptop CPU; :func:`cached_mean_head`). Returns the path."""
+    import io
+
+    from nphm.utils.io import atomic_path
+
+    target = mean_head_target(identity, seed=seed)
+    path = Path(experiment) / MEAN_HEAD_FILE
+    buffer = io.BytesIO()
+    np.savez(buffer, points=target.points.astype(np.float32), normals=target.normals.astype(np.float32),
+             fingerprint=model_fingerprint(identity), resolution=MEAN_HEAD_RESOLUTION, n=MEAN_HEAD_SAMPLES,
+             seed=seed, mesh_mode=CUSTOM_MESH_MODE)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return path
+
+
+def cached_mean_head(identity: nn.Module, models_dir: Optional[PathLike] = None, seed: int = 0) -> Target:
+    """:func:`mean_head_target` of ``identity``: read from a ``MODELS_DIR/*/mean_head.npz`` made
+    for this very model (same fingerprint, resolution, samples, seed and meshing; its points
+    rounded to float32) when there is one, else computed."""
+    files = sorted(Path(models_dir).glob(f"*/{MEAN_HEAD_FILE}")) if models_dir is not None else []
+    if files:
+        fingerprint = model_fingerprint(identity)
+        wanted = {"fingerprint": fingerprint, "resolution": MEAN_HEAD_RESOLUTION, "n": MEAN_HEAD_SAMPLES,
+                  "seed": seed, "mesh_mode": CUSTOM_MESH_MODE}
+        for path in files:
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    if all(key in data and data[key].item() == value for key, value in wanted.items()):
+                        return Target(data["points"].astype(np.float64), data["normals"].astype(np.float64))
+            except (OSError, ValueError):  # unreadable or foreign file: compute instead
+                continue
+    return mean_head_target(identity, seed=seed)
 
 
 def face_anchor_points(identity: nn.Module, z_id: torch.Tensor, models_dir: Optional[PathLike] = None
@@ -667,7 +724,7 @@ def run_custom_fit(
         raise ValueError("a sequence fit needs a known identity latent (fit a neutral scan first, then pass "
                          "its lat_shape.npy)")
     box = (settings.grid_min, settings.grid_max) if crop else None
-    mean_head = mean_head_target(identity, seed=seed)
+    mean_head = cached_mean_head(identity, models_dir, seed=seed)
     scans = align_scans(identity, point_files, landmark_files, units, reference_file, dataset_mean_68,
                         shared_transform, box, mean_head, seed=seed, clouds=clouds, landmark_format=landmark_format,
                         models_dir=models_dir, alignment=alignment, neck_plane=neck_plane, checks=checks,
