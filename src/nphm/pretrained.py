@@ -20,7 +20,7 @@ the NPHM identity models at z = 0.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -219,20 +219,27 @@ def identity_anchors_at_zero(model: torch.nn.Module) -> Optional[np.ndarray]:
         return model.anchors(torch.zeros(1, model.lat_dim, device=device))[0].double().cpu().numpy()
 
 
-def exported_identity_anchors(models_dir: PathLike, names: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
-    """``{name: (39, 3)}`` anchors at z = 0 of the NPHM identity experiments in ``models_dir``
-    (``names``, default every experiment folder; deformation and NPM experiments are skipped)."""
+def _identity_models(models_dir: PathLike, names: Optional[Sequence[str]] = None) -> Iterator[Tuple[str, Path, Any]]:
+    """``(name, folder, model)`` of the identity experiments in ``models_dir`` (``names``, default
+    every experiment folder; deformation experiments are skipped), each at its newest epoch."""
     from nphm.checkpoints import load_identity
 
     root = Path(models_dir)
     names = sorted(p.name for p in root.iterdir() if (p / "configs.yaml").is_file()) if names is None else names
-    out = {}
     for name in names:
         exp = root / name
         epochs = available_epochs(exp)
         if not epochs or "ex_decoder" in load_config(exp):
             continue
         model, _ = load_identity(exp, epochs[-1])
+        yield name, exp, model
+
+
+def exported_identity_anchors(models_dir: PathLike, names: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+    """``{name: (39, 3)}`` anchors at z = 0 of the NPHM identity experiments in ``models_dir``
+    (``names``, default every experiment folder; deformation and NPM experiments are skipped)."""
+    out = {}
+    for name, _, model in _identity_models(models_dir, names):
         anchors = identity_anchors_at_zero(model)
         if anchors is not None and anchors.shape == (39, 3):
             out[name] = anchors
@@ -244,20 +251,9 @@ def write_mean_heads(models_dir: PathLike, names: Optional[Sequence[str]] = None
     all; deformation experiments are skipped) beside its checkpoints
     (:func:`nphm.fitting.custom.write_mean_head`): the automatic alignment's reference surface,
     read instead of computed when the same model fits a scan. Returns the written paths."""
-    from nphm.checkpoints import load_identity
     from nphm.fitting.custom import write_mean_head
 
-    root = Path(models_dir)
-    names = sorted(p.name for p in root.iterdir() if (p / "configs.yaml").is_file()) if names is None else names
-    written = []
-    for name in names:
-        exp = root / name
-        epochs = available_epochs(exp)
-        if not epochs or "ex_decoder" in load_config(exp):
-            continue
-        model, _ = load_identity(exp, epochs[-1])
-        written.append(write_mean_head(exp, model.eval()))
-    return written
+    return [write_mean_head(exp, model.eval()) for _, exp, model in _identity_models(models_dir, names)]
 
 
 def write_landmark_reference(models_dir: PathLike, manager, names: Optional[Sequence[str]] = None,

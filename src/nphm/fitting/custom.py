@@ -209,18 +209,14 @@ def write_mean_head(experiment: PathLike, identity: nn.Module, seed: int = 0) ->
     """Store :func:`mean_head_target` of ``identity`` (default resolution and samples, float32)
     as ``experiment/mean_head.npz`` with the model's fingerprint, so that fitting with this model
     skips computing it (2 s on a laptop CPU; :func:`cached_mean_head`). Returns the path."""
-    import io
-
     from nphm.utils.io import atomic_path
 
     target = mean_head_target(identity, seed=seed)
     path = Path(experiment) / MEAN_HEAD_FILE
-    buffer = io.BytesIO()
-    np.savez(buffer, points=target.points.astype(np.float32), normals=target.normals.astype(np.float32),
-             fingerprint=model_fingerprint(identity), resolution=MEAN_HEAD_RESOLUTION, n=MEAN_HEAD_SAMPLES,
-             seed=seed, mesh_mode=CUSTOM_MESH_MODE)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+    with atomic_path(path) as tmp:  # the temporary name ends in .npz: savez adds nothing
+        np.savez(tmp, points=target.points.astype(np.float32), normals=target.normals.astype(np.float32),
+                 fingerprint=model_fingerprint(identity), resolution=MEAN_HEAD_RESOLUTION, n=MEAN_HEAD_SAMPLES,
+                 seed=seed, mesh_mode=CUSTOM_MESH_MODE)
     return path
 
 
