@@ -260,15 +260,17 @@ def test_mean_head_cache_is_used_only_for_its_own_model(tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
-def test_shipped_mean_heads_belong_to_the_shipped_models():
+@pytest.mark.parametrize("folder, identity_models", [("ict_cpu", {"nphm_cpu", "npm_cpu"}),
+                                                     ("ict300_cpu", {"nphm_cpu"})])
+def test_shipped_mean_heads_belong_to_the_shipped_models(folder, identity_models):
     """The mean_head.npz beside every shipped identity model was made from that model."""
     from nphm.checkpoints import load_identity
     from nphm.fitting.custom import MEAN_HEAD_FILE, model_fingerprint
     from nphm.pretrained import available_epochs
 
-    models = ROOT / "pretrained" / "ict_cpu"
+    models = ROOT / "pretrained" / folder
     files = sorted(models.glob(f"*/{MEAN_HEAD_FILE}"))
-    assert {f.parent.name for f in files} == {"nphm_cpu", "npm_cpu"}
+    assert {f.parent.name for f in files} == identity_models
     for f in files:
         model, _ = load_identity(f.parent, available_epochs(f.parent)[-1])
         with np.load(f) as data:

@@ -3,7 +3,6 @@ anchors (z = 0) lie where the release's mean anchors are (the release's
 ``anchors39_mean_nphm.npy``, shipped beside the ICT head model): within 10 mm on average and
 25 mm for every anchor (mm at 250 per nphm unit)."""
 import json
-
 from pathlib import Path
 
 import numpy as np
