@@ -261,7 +261,7 @@ def test_mean_head_cache_is_used_only_for_its_own_model(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("folder, identity_models", [("ict_cpu", {"nphm_cpu", "npm_cpu"}),
-                                                     ("ict300_cpu", {"nphm_cpu"})])
+                                                     ("ict300_cpu", {"nphm_cpu", "npm_cpu"})])
 def test_shipped_mean_heads_belong_to_the_shipped_models(folder, identity_models):
     """The mean_head.npz beside every shipped identity model was made from that model."""
     from nphm.checkpoints import load_identity
