@@ -92,7 +92,8 @@ class AutoPoseSettings:
     #: the latent needs the longer run to take the head's own shape
     final_steps: int = 100
     final_points: int = 1000
-    #: the final refinement fits only the points its start puts above this height (nphm y;
+    #: the final refinement (also the one of a landmark alignment, ``fit_custom``) fits only
+    #: the points its start puts above this height (nphm y;
     #: -0.13 is the nose base of the release frame's mean head; None: all points): what lies
     #: below, mouth, jaw and chin, moves with the expression, which the identity model cannot
     #: follow, so it turns the head instead (measured on a held-out open-mouth head, automatic
@@ -280,9 +281,16 @@ def refine_pose_with_model(identity: nn.Module, points: np.ndarray, start: Simil
     ``settings.final_steps`` steps on ``settings.final_points`` of ``points`` (input frame),
     started from ``start`` (input -> nphm).
 
+    Without ``fit_scale`` only the points ``start`` puts above ``settings.final_min_y`` are
+    fitted (if at least ``settings.model_points`` are there): what expressions move, the
+    identity model would fit by turning the head.
+
     Returns (similarity, robust residual loss, median residual (nphm units), inlier fraction).
     """
     points = np.asarray(points, dtype=np.float64)
+    if settings.final_min_y is not None and not fit_scale:  # a free scale needs the whole head
+        upper = points[start.apply(points)[:, 1] > settings.final_min_y]
+        points = upper if len(upper) >= settings.model_points else points
     rng = np.random.default_rng(seed)
     if len(points) > settings.final_points:
         points = points[rng.choice(len(points), settings.final_points, replace=False)]
@@ -379,10 +387,7 @@ def auto_pose(
         cands = [best if c is old else c for c in cands]
         unit, with_scale = guessed, False
     if identity is not None and s.model_steps >= 0 and s.final_steps > 0:
-        cut = s.final_min_y is not None and not with_scale  # a free scale needs the whole head
-        upper = points[best.transform.apply(points)[:, 1] > s.final_min_y] if cut else points
-        T, loss, q, f = refine_pose_with_model(identity, upper if len(upper) >= s.model_points else points,
-                                               best.transform, s, fit_scale=with_scale, seed=seed)
+        T, loss, q, f = refine_pose_with_model(identity, points, best.transform, s, fit_scale=with_scale, seed=seed)
         old, best = best, PoseCandidate(T, best.icp_score, loss, q, f, best.start + ", refined")
         cands = [best if c is old else c for c in cands]
     unit_out = closest_unit(best.transform.scale) if unit is None else unit
