@@ -225,6 +225,8 @@ def main(argv=None) -> int:
         report = outputs.reports[name]
         print(f"{name}: {distance_line(report)}")
         print(f"{name}: {path} (input frame), {outputs.meshes_nphm[name]} (nphm frame), {outputs.transforms[name]}")
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in outputs.seconds.items())
+    print(f"time: {phases}")
     print(f"pictures and fitting.json in {outputs.out_dir}")
     return 0
 
