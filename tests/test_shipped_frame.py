@@ -49,3 +49,29 @@ def test_landmark_reference_is_in_the_release_frame():
     ref = load_landmark_reference(MODELS, "39")
     d_mm = MM_PER_NPHM * np.linalg.norm(ref - load_release_anchors(), axis=1)
     assert d_mm.mean() <= 10.0 and d_mm.max() <= 25.0, (d_mm.mean(), d_mm.max())
+
+
+def test_cpu_fitting_grid_holds_what_the_evaluation_keeps_of_a_scan():
+    """The CPU fitting configs mesh in a grid that reaches below the throat plane of the shipped
+    models' population: every scan point the evaluation keeps (above the throat plane, margin
+    0.003 as in the evaluation) lies inside it, while the release's grid (down to y = -0.5)
+    misses part of the neck."""
+    from nphm.boxes import FITTING_BOUNDS
+    from nphm.data.manager import above_plane, throat_plane_from_vertices
+    from nphm.data.synthetic import get_source
+    from nphm.fitting import io as fio
+
+    synthetic = json.loads((MODELS / "training_dataset.json").read_text())["synthetic"]
+    source = get_source(synthetic["source"])
+    throat = source.metadata().throat_plane_flame
+    grid = fio.load_fitting_config(paths.CONFIGS / "fitting_nphm_cpu.yaml").settings
+    lo, hi = np.asarray(grid.grid_min), np.asarray(grid.grid_max)
+    below_release = 0
+    for subject in range(6):
+        head = source.subject(subject, int(synthetic["seed"]) + 1000)
+        for expression in (0, 4):
+            v = np.asarray(head.scan(expression).vertices)
+            kept = v[above_plane(v, *throat_plane_from_vertices(head.flame(expression).vertices, throat), 0.003)]
+            assert np.all((kept >= lo) & (kept <= hi)), (subject, expression, kept.min(0), kept.max(0))
+            below_release += int((kept[:, 1] < FITTING_BOUNDS[0][1]).sum())
+    assert below_release > 0

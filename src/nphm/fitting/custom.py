@@ -772,8 +772,9 @@ def run_custom_fit(
     seconds["fit"] = time.perf_counter() - started - seconds["alignment"]
     outputs = write_custom_fit(out_dir, scans, identity, deformation, fit, settings, resolution, figure,
                                mean_head, face_anchor_points(identity, fit.z_id, models_dir))
-    seconds["outputs"] = time.perf_counter() - started - sum(seconds.values()) - outputs.seconds["meshes"]
-    outputs.seconds = {**seconds, "meshes": outputs.seconds["meshes"], "outputs": seconds.pop("outputs")}
+    meshes = outputs.seconds["meshes"]
+    rest = time.perf_counter() - started - sum(seconds.values()) - meshes
+    outputs.seconds = {**seconds, "meshes": meshes, "outputs": rest}
     save_json(Path(out_dir) / "fitting.json", {
         "per_scan": outputs.reports,
         "scans": [str(s.source) for s in scans],
