@@ -56,16 +56,18 @@ def test_cpu_fitting_grid_holds_what_the_evaluation_keeps_of_a_scan():
     models' population: every scan point the evaluation keeps (above the throat plane, margin
     0.003 as in the evaluation) lies inside it, while the release's grid (down to y = -0.5)
     misses part of the neck."""
-    from nphm.boxes import FITTING_BOUNDS
+    from nphm.boxes import FITTING_BOUNDS, HEAD_FITTING_BOUNDS
     from nphm.data.manager import above_plane, throat_plane_from_vertices
     from nphm.data.synthetic import get_source
     from nphm.fitting import io as fio
 
+    for name in ("fitting_nphm_cpu.yaml", "fitting_npm_cpu.yaml"):
+        grid = fio.load_fitting_config(paths.CONFIGS / name).settings
+        assert (tuple(grid.grid_min), tuple(grid.grid_max)) == HEAD_FITTING_BOUNDS, name
     synthetic = json.loads((MODELS / "training_dataset.json").read_text())["synthetic"]
     source = get_source(synthetic["source"])
     throat = source.metadata().throat_plane_flame
-    grid = fio.load_fitting_config(paths.CONFIGS / "fitting_nphm_cpu.yaml").settings
-    lo, hi = np.asarray(grid.grid_min), np.asarray(grid.grid_max)
+    lo, hi = (np.asarray(b) for b in HEAD_FITTING_BOUNDS)
     below_release = 0
     for subject in range(6):
         head = source.subject(subject, int(synthetic["seed"]) + 1000)

@@ -735,7 +735,7 @@ def run_custom_fit(
                         shared_transform, box, mean_head, seed=seed, clouds=clouds, landmark_format=landmark_format,
                         models_dir=models_dir, alignment=alignment, neck_plane=neck_plane, checks=checks,
                         force=force, size=size, refine_landmark_pose=refine_landmark_pose)
-    seconds = {"alignment": time.perf_counter() - started}
+    aligned = time.perf_counter()
     if log is not None:
         for scan in scans:
             log(f"{scan.name}: {scan.summary or scan.method}")
@@ -769,12 +769,12 @@ def run_custom_fit(
             scan.transform = T
             scan.points_nphm = T.apply(scan.points_kept_input)
             scan.method += " + pose refined in the fit"
-    seconds["fit"] = time.perf_counter() - started - seconds["alignment"]
+    fitted = time.perf_counter()
     outputs = write_custom_fit(out_dir, scans, identity, deformation, fit, settings, resolution, figure,
                                mean_head, face_anchor_points(identity, fit.z_id, models_dir))
     meshes = outputs.seconds["meshes"]
-    rest = time.perf_counter() - started - sum(seconds.values()) - meshes
-    outputs.seconds = {**seconds, "meshes": meshes, "outputs": rest}
+    outputs.seconds = {"alignment": aligned - started, "fit": fitted - aligned, "meshes": meshes,
+                       "outputs": time.perf_counter() - fitted - meshes}
     save_json(Path(out_dir) / "fitting.json", {
         "per_scan": outputs.reports,
         "scans": [str(s.source) for s in scans],
